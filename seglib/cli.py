@@ -1,0 +1,155 @@
+"""The ``seglib`` command: ``run``, ``report``, ``predict``, ``check``.
+
+Every command validates its parameters before anything expensive starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from seglib import __version__
+from seglib.config import STUDIES, ConfigError, as_dict, load
+
+log = logging.getLogger("seglib")
+
+
+def _add_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", metavar="FILE", help="YAML parameter file (default: params/<study>/<profile>.yaml)")
+    p.add_argument("--data-dir", metavar="DIR", help="root of the real dataset (default: synthetic phantoms)")
+    p.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter, e.g. -p train.epochs=3 (repeatable)")
+
+
+def _load(study: str, args) -> "object":
+    params_file = args.params
+    overrides = list(args.overrides)
+    if params_file is None and getattr(args, "profile", None):
+        overrides.insert(0, f"profile={args.profile}")
+    return load(study, params_file, overrides, data_dir=args.data_dir)
+
+
+def cmd_check(args) -> int:
+    studies = STUDIES if args.study == "all" else (args.study,)
+    for s in studies:
+        cfg = _load(s, args)
+        print(f"{s}: ok (profile {cfg.profile}, config hash {cfg.hash})")
+        if args.show:
+            print(json.dumps(as_dict(cfg), indent=1))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from seglib.execute import paths, run_notebook
+
+    studies = STUDIES if args.study == "all" else (args.study,)
+    configs = [_load(s, args) for s in studies]  # validate all before running any
+    p = paths()
+    for cfg in configs:
+        t0 = time.perf_counter()
+        out = run_notebook(cfg, p, log_output=not args.quiet, progress_bar=not args.quiet)
+        print(f"{cfg.study}: executed in {time.perf_counter() - t0:.0f} s -> {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from seglib.execute import is_up_to_date, paths, run_notebook
+    from seglib.report import render_site
+
+    p = paths()
+    configs = [_load(s, args) for s in STUDIES]
+    missing = [s for s in STUDIES if not p.notebook(s).is_file()]
+    for s in missing:
+        print(f"{s}: notebooks/{s}.ipynb does not exist yet: its page is left out of the site")
+    t0 = time.perf_counter()
+    for cfg in configs:
+        if cfg.study in missing:
+            continue
+        if is_up_to_date(cfg, p) and not args.force:
+            print(f"{cfg.study}: executed notebook is up to date (profile {cfg.profile})")
+            continue
+        t1 = time.perf_counter()
+        run_notebook(cfg, p, log_output=not args.quiet, progress_bar=not args.quiet)
+        print(f"{cfg.study}: executed in {time.perf_counter() - t1:.0f} s")
+    result = render_site(p.executed, p.root / "_site", renderer=args.renderer, pdf=not args.no_pdf)
+    print(f"renderer: {result['renderer']}")
+    if result.get("pdf_note"):
+        print(result["pdf_note"])
+    for pdf in result.get("pdf") or []:
+        print(f"pdf: {pdf}")
+    print(f"report built in {time.perf_counter() - t0:.0f} s")
+    print(f"site: {Path(result['index']).resolve()}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from seglib.predict import predict_folder
+
+    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out), device=args.device)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seglib", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"seglib {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="validate parameters, then execute a study notebook with papermill")
+    p.add_argument("study", choices=(*STUDIES, "all"))
+    p.add_argument("--profile", choices=("smoke", "quick", "full"), default=None,
+                   help="use params/<study>/<profile>.yaml when --params is not given (default quick)")
+    p.add_argument("--quiet", action="store_true", help="no cell log output or progress bar")
+    _add_params(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="execute missing or outdated notebooks, then render the site")
+    p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument("--renderer", choices=("auto", "quarto", "fallback"), default="auto")
+    p.add_argument("--force", action="store_true", help="re-execute every notebook (runs stay cached)")
+    p.add_argument("--no-pdf", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    _add_params(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="apply a trained run to a dataset folder")
+    p.add_argument("--run", required=True, help="a run folder (build/runs/<study>/<key>)")
+    p.add_argument("--data-dir", required=True, help="dataset folder of the same kind as the run's")
+    p.add_argument("--out", required=True, help="output folder for masks, metrics.csv and summary.json")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("check", help="validate parameters and print the config hash")
+    p.add_argument("study", choices=(*STUDIES, "all"))
+    p.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
+    p.add_argument("--show", action="store_true", help="print the resolved configuration")
+    _add_params(p)
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"seglib: invalid parameters: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the CLI reports any failure in one line
+        from seglib.execute import NotebookFailed
+
+        if isinstance(e, (NotebookFailed, FileNotFoundError, ValueError)):
+            print(f"seglib: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

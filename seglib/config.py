@@ -1,0 +1,489 @@
+"""Study parameters: frozen dataclasses, one per concern, validated before anything runs.
+
+A study's configuration is resolved in three layers, each merged key by key over
+the one before::
+
+    dataclass defaults  <-  params/<study>/<profile>.yaml  <-  the user's file / notebook / -p key=value
+
+Every key is checked: an unknown key is an error with a "did you mean"
+suggestion, a wrong type or an out-of-range value is an error naming the key,
+the value and what is allowed. ``config_hash`` is a stable content hash of the
+resolved configuration (same config, same hash, in any process on any machine).
+
+Only the standard library and PyYAML are imported here, so validation is fast
+and happens before papermill starts a kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from seglib.hashing import stable_hash
+from seglib.registry import suggest
+
+STUDIES = ("stroke", "prostate", "brain")
+PROFILES = ("smoke", "quick", "full")
+LOSS_NAMES = (
+    "bce", "dice", "dice_bce", "tversky", "gdl_ce", "gdl_ce_as_published", "log_cosh_dice", "shape_aware",
+)
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type or out of range. The message names it."""
+
+
+def _rng(lo=None, hi=None, lo_open=False, hi_open=False):
+    return {"range": (lo, hi, lo_open, hi_open)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["isles22", "atlas2", "prostatex", "lgg"] = "isles22"
+    data_dir: Optional[str] = None  # None: synthetic phantoms written under build/phantoms
+    channels: Optional[tuple[str, ...]] = None  # None: the dataset's default channels
+    n_cases: int = field(default=20, metadata=_rng(2))  # phantoms only
+    phantom_shape: Optional[tuple[int, ...]] = None  # phantoms only; None: the generator's default
+    phantom_seed: int = field(default=0, metadata=_rng(0))
+    max_cases: Optional[int] = field(default=None, metadata=_rng(2))  # use only the first N cases of real data
+    size: int = field(default=64, metadata=_rng(4, 1024))  # resize target: N^3 (3D) or N x N (2D)
+    normalize: Literal["none", "zscore", "minmax", "buda"] = "none"
+    mask_interp: Literal["nearest", "linear_as_published"] = "nearest"
+    split: Literal["patient", "slice"] = "patient"
+    val_fraction: float = field(default=0.2, metadata=_rng(0, 1, True, True))
+    n_val: Optional[int] = field(default=None, metadata=_rng(1))
+    sampler: Literal["none", "rejection", "lesion_aware"] = "none"
+    patch_size: Optional[int] = field(default=None, metadata=_rng(4, 1024))
+    threshold: float = field(default=0.4, metadata=_rng(0, 1))
+    samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
+    slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["unet", "unetpp"] = "unet"
+    spatial_dims: Literal[2, 3] = 2
+    features: tuple[int, ...] = (32, 64, 128, 256, 512)
+    conv: Literal["3d", "2+1d"] = "3d"
+    upsample: Literal["transpose", "linear"] = "transpose"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal[LOSS_NAMES] = "dice"  # type: ignore[valid-type]
+    alpha: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false positives
+    beta: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false negatives (1 - alpha)
+    batch: bool = True  # soft Dice pooled over the batch, as the seeds' code did
+    smooth: float = field(default=1.0, metadata=_rng(0))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = field(default=1e-4, metadata=_rng(0, 10, True))
+    momentum: float = field(default=0.9, metadata=_rng(0, 1))
+    weight_decay: float = field(default=0.0, metadata=_rng(0))
+    grad_clip: Optional[float] = field(default=None, metadata=_rng(0, None, True))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=20, metadata=_rng(1, 10000))
+    batch_size: int = field(default=16, metadata=_rng(1, 4096))
+    patience: Optional[int] = field(default=None, metadata=_rng(1))
+    min_delta: float = field(default=0.0, metadata=_rng(0))
+    monitor: str = "val_dice"
+    mode: Literal["min", "max"] = "max"
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    threshold: float = field(default=0.5, metadata=_rng(0, 1, True, True))  # on the sigmoid output
+
+
+@dataclass(frozen=True)
+class StrokeSettings:
+    memory_sizes: tuple[int, ...] = (32, 64, 128)  # A2: input sizes of the memory/time measurement
+    memory_batch: int = field(default=2, metadata=_rng(1))
+    memory_features: tuple[int, ...] = (16, 32, 64, 128)
+    memory_steps: int = field(default=2, metadata=_rng(1))
+    sampler_thresholds: tuple[float, ...] = (0.2, 0.4, 0.6)
+    sampler_patches: int = field(default=20, metadata=_rng(1))
+    sampler_max_draws: int = field(default=2000, metadata=_rng(1))
+
+
+@dataclass(frozen=True)
+class ProstateSettings:
+    example_case: Optional[str] = None  # B5: None picks the held-out case with the largest gland
+    example_slice: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class BrainSettings:
+    largest_component: bool = False  # post-processing of the per-volume DSC (optional in Buda's code)
+    n_examples: int = field(default=4, metadata=_rng(1, 16))
+
+
+STUDY_SETTINGS = {"stroke": StrokeSettings, "prostate": ProstateSettings, "brain": BrainSettings}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: str
+    profile: str
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    optim: OptimConfig
+    train: TrainConfig
+    settings: Any  # StrokeSettings | ProstateSettings | BrainSettings
+    grid: tuple[dict, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    def to_dict(self) -> dict:
+        return as_dict(self)
+
+    def run_base(self) -> dict:
+        """The nested dict a grid expands: the sections that define one training run."""
+        d = as_dict(self)
+        return {k: d[k] for k in ("data", "model", "loss", "optim", "train")}
+
+
+SECTIONS = {
+    "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "train": TrainConfig,
+}
+TOP_KEYS = ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds")
+
+DOWNLOAD_HELP = {
+    "isles22": (
+        "ISLES'22: download the public training set (250 cases, CC BY-SA 4.0) from "
+        "https://isles22.grand-challenge.org/ (the challenge page links the zenodo archive) and unpack it; data_dir is the "
+        "folder holding sub-strokecaseNNNN/ses-0001/{dwi,anat}/ and derivatives/sub-strokecaseNNNN/ses-0001/*_msk.nii.gz"
+    ),
+    "atlas2": (
+        "ATLAS R2.0: request it at https://fcon_1000.projects.nitrc.org/indi/retro/atlas.html (decrypt the "
+        "archive with the key you are sent); data_dir is ATLAS_2/Training holding RNNN/sub-rNNNsMMM/ses-1/anat/ "
+        "with *_T1w.nii.gz and *_label-L_desc-T1lesion_mask.nii.gz"
+    ),
+    "prostatex": (
+        "PROSTATEx: T2 axial series from TCIA (https://www.cancerimagingarchive.net/collection/prostatex/) with "
+        "the Cuocolo et al. gland masks (https://github.com/rcuocolo/PROSTATEx_masks); data_dir is "
+        "Files/prostate holding Images/ProstateX-NNNN_t2_tse_tra_K.nii.gz and mask_prostate/ProstateX-NNNN.nii.gz"
+    ),
+    "lgg": (
+        "Kaggle LGG: download https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation "
+        "(kaggle datasets download -d mateuszbuda/lgg-mri-segmentation) and unzip; data_dir is the kaggle_3m "
+        "folder holding TCGA_<inst>_<id>_<date>/TCGA_..._<n>.tif and ..._<n>_mask.tif"
+    ),
+}
+
+
+# --------------------------------------------------------------------------- validation
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, getattr(types, "UnionType", Union)):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, where: str):
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, getattr(types, "UnionType", Union)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{where} = {value!r}: expected {_type_name(tp)}.")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        for a in allowed:
+            if value == a and type(value) is type(a):
+                return a
+            if isinstance(a, str) and str(value) == a and not isinstance(value, (bool, float)):
+                return a
+        raise ConfigError(f"{where} = {value!r}: expected {_type_name(tp)}.{suggest(str(value), map(str, allowed))}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} = {value!r}: expected {_type_name(tp)} (a YAML list).")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r} ({type(value).__name__}): expected true or false.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} = {value!r} ({type(value).__name__}): expected an integer.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} = {value!r} ({type(value).__name__}): expected a number.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {value!r} ({type(value).__name__}): expected a string.")
+    raise TypeError(f"internal: unsupported annotation {tp!r} for {where}")
+
+
+def _check_range(value, meta, where):
+    if "range" not in meta or value is None:
+        return
+    lo, hi, lo_open, hi_open = meta["range"]
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        bad = (lo is not None and (v < lo or (lo_open and v == lo))) or (
+            hi is not None and (v > hi or (hi_open and v == hi)))
+        if bad:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            lo_s = "-inf" if lo is None else lo
+            hi_s = "inf" if hi is None else hi
+            raise ConfigError(f"{where} = {value!r}: expected a value in {left}{lo_s}, {hi_s}{right}.")
+
+
+def build_section(cls, values: dict, where: str):
+    """Build the frozen dataclass ``cls`` from ``values`` (a dict), validating every key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} = {values!r}: expected a mapping of keys to values.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key '{where}.{key}'.{suggest(key, fields)} Allowed keys in '{where}': "
+                f"{', '.join(sorted(fields))}.")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in values:
+            continue
+        v = _coerce(values[name], hints[name], f"{where}.{name}")
+        _check_range(v, f.metadata, f"{where}.{name}")
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+def as_dict(obj) -> dict:
+    """Nested plain dict (tuples kept as lists) of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_assignment(text: str) -> dict:
+    """``"train.epochs=3"`` -> ``{"train": {"epochs": 3}}`` (the value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"-p {text!r}: expected key=value, e.g. -p train.epochs=3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------- locating and loading
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The folder holding ``params/`` and ``notebooks/``: $SEGLIB_ROOT, else searched upwards."""
+    env = os.environ.get("SEGLIB_ROOT")
+    if env:
+        return Path(env).resolve()
+    candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
+    for c in candidates:
+        for p in (c, *c.parents):
+            if (p / "params").is_dir() and (p / "notebooks").is_dir():
+                return p
+    return None
+
+
+def profile_path(study: str, profile: str) -> Path | None:
+    root = project_root()
+    if root is None:
+        return None
+    p = root / "params" / study / f"{profile}.yaml"
+    return p if p.is_file() else None
+
+
+def read_yaml(path) -> dict:
+    """``yaml.safe_load`` of a parameter file, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameters at the top level, got {type(data).__name__}.")
+    return data
+
+
+def resolve(study: str, params: dict | None = None, *, source: str = "parameters") -> StudyConfig:
+    """Validate ``params`` (a nested dict) over the study's profile and return the frozen config.
+
+    ``params["profile"]`` names the profile (default ``quick``) whose file
+    ``params/<study>/<profile>.yaml`` is merged first. ``source`` names where
+    ``params`` came from, for the error messages.
+    """
+    if study not in STUDIES:
+        raise ConfigError(f"unknown study {study!r}.{suggest(study, STUDIES)} Studies: {', '.join(STUDIES)}.")
+    params = dict(params or {})
+    try:
+        return _resolve(study, params)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _resolve(study: str, params: dict) -> StudyConfig:
+    for key in params:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"unknown key '{key}'.{suggest(key, TOP_KEYS)} Allowed top-level keys: "
+                              f"{', '.join(TOP_KEYS)}.")
+    profile = _coerce(params.get("profile", "quick"), Literal[PROFILES], "profile")
+    base: dict = {}
+    pfile = profile_path(study, profile)
+    if pfile is not None:
+        base = read_yaml(pfile)
+        base.pop("profile", None)
+    merged = deep_merge(base, {k: v for k, v in params.items() if k != "profile"})
+
+    sections = {name: build_section(cls, merged.get(name) or {}, name) for name, cls in SECTIONS.items()}
+    settings = build_section(STUDY_SETTINGS[study], merged.get("settings") or {}, "settings")
+    seeds = _coerce(merged.get("seeds", [0]), tuple[int, ...], "seeds")
+    if not seeds:
+        raise ConfigError("seeds = []: expected at least one seed.")
+    grid = _check_grid(merged.get("grid") or [], sections)
+    cfg = StudyConfig(study=study, profile=profile, grid=grid, seeds=seeds, settings=settings, **sections)
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_grid(grid, sections) -> tuple[dict, ...]:
+    """Each grid block maps dotted keys to value lists; every value is validated like the key itself."""
+    if isinstance(grid, dict):
+        grid = [grid]
+    if not isinstance(grid, list):
+        raise ConfigError(f"grid = {grid!r}: expected a list of mappings from 'section.key' to a list of values.")
+    out = []
+    for i, block in enumerate(grid):
+        if not isinstance(block, dict):
+            raise ConfigError(f"grid[{i}] = {block!r}: expected a mapping from 'section.key' to a list of values.")
+        clean = {}
+        for dotted, values in block.items():
+            where = f"grid[{i}].{dotted}"
+            sec, _, key = str(dotted).partition(".")
+            if sec not in SECTIONS:
+                raise ConfigError(f"{where}: unknown section {sec!r}.{suggest(sec, SECTIONS)} "
+                                  f"Grid keys look like 'loss.name'; sections: {', '.join(SECTIONS)}.")
+            cls = SECTIONS[sec]
+            names = [f.name for f in dataclasses.fields(cls)]
+            if key not in names:
+                raise ConfigError(f"{where}: unknown key '{sec}.{key}'.{suggest(key, names)} "
+                                  f"Allowed keys in '{sec}': {', '.join(sorted(names))}.")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where} = {values!r}: expected a non-empty list of values.")
+            checked = []
+            for v in values:
+                section = build_section(cls, {key: v}, where.rsplit(".", 1)[0])
+                checked.append(as_dict(getattr(section, key)))
+            clean[str(dotted)] = checked
+        out.append(clean)
+    return tuple(out)
+
+
+def _check_consistency(cfg: StudyConfig) -> None:
+    d = cfg.data
+    if cfg.profile == "full" and not d.data_dir:
+        raise ConfigError(
+            f"profile 'full' of study '{cfg.study}' needs data.data_dir, the root of the real dataset, and none was "
+            f"given. {DOWNLOAD_HELP[d.dataset]}. Then run: seglib run {cfg.study} --params params/{cfg.study}/full.yaml "
+            f"--data-dir /path/to/it")
+    if d.data_dir and not Path(d.data_dir).expanduser().exists():
+        raise ConfigError(f"data.data_dir = {d.data_dir!r}: no such folder. {DOWNLOAD_HELP[d.dataset]}.")
+    expected = {"stroke": ("isles22", "atlas2"), "prostate": ("prostatex",), "brain": ("lgg",)}[cfg.study]
+    if d.dataset not in expected:
+        raise ConfigError(f"data.dataset = {d.dataset!r}: study '{cfg.study}' reads {' or '.join(expected)}.")
+    dims = 3 if cfg.study == "stroke" else 2
+    if cfg.model.spatial_dims != dims:
+        raise ConfigError(f"model.spatial_dims = {cfg.model.spatial_dims}: study '{cfg.study}' is {dims}D.")
+    if d.patch_size is not None and d.patch_size > d.size:
+        raise ConfigError(f"data.patch_size = {d.patch_size}: cannot be larger than data.size = {d.size}.")
+    if cfg.loss.alpha is not None and cfg.loss.beta is not None and cfg.loss.alpha + cfg.loss.beta <= 0:
+        raise ConfigError("loss.alpha + loss.beta must be positive.")
+
+
+def load(study: str, params_file=None, overrides: list[str] | dict | None = None,
+         data_dir: str | None = None) -> StudyConfig:
+    """Load a parameter file (and ``-p key=value`` overrides, and ``--data-dir``) into a validated config."""
+    params: dict = read_yaml(params_file) if params_file else {}
+    if isinstance(overrides, dict):
+        params = deep_merge(params, overrides)
+    else:
+        for text in overrides or []:
+            try:
+                params = deep_merge(params, parse_assignment(text))
+            except yaml.YAMLError as e:
+                raise ConfigError(f"-p {text!r}: the value is not valid YAML: {e}") from None
+    if data_dir is not None:
+        params = deep_merge(params, {"data": {"data_dir": str(data_dir)}})
+    return resolve(study, params, source=str(params_file) if params_file else "parameters")
+
+
+def config_hash(cfg) -> str:
+    """Stable content hash of a resolved configuration (or of any nested dict)."""
+    return stable_hash(as_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+
+
+def from_dict(study: str, d: dict) -> StudyConfig:
+    """Inverse of ``StudyConfig.to_dict`` (validates again)."""
+    d = {k: v for k, v in d.items() if k in TOP_KEYS}
+    return resolve(study, d)
