@@ -75,7 +75,8 @@ def cmd_report(args) -> int:
         t1 = time.perf_counter()
         run_notebook(cfg, p, log_output=not args.quiet, progress_bar=not args.quiet)
         print(f"{cfg.study}: executed in {time.perf_counter() - t1:.0f} s")
-    result = render_site(p.executed, p.root / "_site", renderer=args.renderer, pdf=not args.no_pdf)
+    result = render_site(p.executed, p.root / "_site", renderer=args.renderer, pdf=not args.no_pdf,
+                         site_src=p.build / "site_src", quarto_config=p.root / "_quarto.yml")
     print(f"renderer: {result['renderer']}")
     if result.get("pdf_note"):
         print(result["pdf_note"])

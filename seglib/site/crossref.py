@@ -170,6 +170,11 @@ def prepare_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> tuple
                 "name": found.name,
                 "caption_html": caption_html(cap),
             }
+            if not cell.outputs:
+                # keep the anchor that references point to
+                logger.warning("%s: %s has no output", name, label)
+                cell.outputs = [nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "(this cell produced no output)"})]
         cells.append(cell)
     nb.cells = cells
     missing: list[str] = []

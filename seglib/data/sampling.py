@@ -1,0 +1,447 @@
+"""Patch and slice samplers: study A's rejection sampler (bounded), a lesion-aware sampler,
+study C's slice weights, and a patch ``Dataset``.
+
+Written by hand: MONAI (``RandCropByPosNegLabeld``) and torchio (``LabelSampler``) centre
+patches on label voxels but have no *rejection* sampler that keeps a patch only when it holds a
+fraction of the subject's **whole** lesion volume, and neither counts draws; both are needed to
+show study A's method as published next to the lesion-aware alternative (figure A5).
+
+Conventions:
+- masks are ``(X, Y, Z)`` (or any ``ndim``) arrays; voxels with ``mask > 0`` are lesion;
+- a patch is given by its lower corner; patches never leave the volume. A volume smaller than
+  the patch raises ``ValueError`` (torchio's message); pad it first (e.g. MONAI
+  ``SpatialPad``) if that is wanted — padding silently would change the lesion fractions;
+- randomness comes from a passed-in ``np.random.Generator``;
+- the lesion fraction of an empty mask is NaN (0 / 0), never 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from seglib.registry import look_up
+
+logger = logging.getLogger(__name__)
+
+FALLBACKS = ("lesion_centred", "uniform")
+_CHUNK = 256  # draws evaluated per vectorised step (the rng stream is still one draw per patch)
+
+
+@dataclass(frozen=True)
+class PatchDraw:
+    """Outcome of one patch request.
+
+    Attributes:
+        corner: lower corner of the patch (voxel indices).
+        size: patch size per axis.
+        draws: random patches drawn and tested (0 when the threshold was known unreachable and the
+            fallback was taken without drawing).
+        accepted: True when a drawn patch met the criterion (False for every fallback).
+        fallback_used: None, ``"empty_mask"``, ``"unreachable"`` (no patch position can meet the
+            threshold) or ``"max_draws"`` (budget spent), each followed by the fallback patch.
+        lesion_fraction: lesion voxels in the patch / lesion voxels in the volume (NaN if none).
+    """
+
+    corner: tuple[int, ...]
+    size: tuple[int, ...]
+    draws: int
+    accepted: bool
+    fallback_used: str | None
+    lesion_fraction: float
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(c, c + s) for c, s in zip(self.corner, self.size))
+
+
+def _patch_size(patch_size: int | Sequence[int], shape: tuple[int, ...]) -> tuple[int, ...]:
+    size = (int(patch_size),) * len(shape) if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+    if len(size) != len(shape):
+        raise ValueError(f"Patch size {size} has {len(size)} axes but the image has {len(shape)}: {shape}.")
+    if any(p < 1 for p in size):
+        raise ValueError(f"Patch size {size} must be positive on every axis.")
+    if any(p > s for p, s in zip(size, shape)):
+        raise ValueError(f"Patch size {size} cannot be larger than image size {shape}.")
+    return size
+
+
+def _box_sums(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Sum of ``a`` over every box of ``size`` (valid positions), as separable moving sums of a
+    cumulative sum (a summed-volume table). Exact for integer input."""
+    out = a.astype(np.int64)
+    for axis, p in enumerate(size):
+        cs = np.pad(np.cumsum(out, axis=axis), [(int(a == axis), 0) for a in range(out.ndim)])
+        n = cs.shape[axis]
+        out = np.take(cs, np.arange(p, n), axis=axis) - np.take(cs, np.arange(0, n - p), axis=axis)
+    return out
+
+
+class PatchIndex:
+    """Precomputed lesion counts of every patch position of one mask (reused across draws).
+
+    Only positions whose patch can touch the lesion are tabulated (corners within
+    ``[lesion_min - size + 1, lesion_max]``); all others hold 0 lesion voxels, so memory stays
+    small for focal lesions even on 197x233x189 volumes.
+    """
+
+    def __init__(self, mask: np.ndarray, patch_size: int | Sequence[int]):
+        mask = np.asarray(mask)
+        self.shape = tuple(mask.shape)
+        self.size = _patch_size(patch_size, self.shape)
+        lesion = mask > 0
+        self.total = int(lesion.sum())
+        self.n_corners = tuple(s - p + 1 for s, p in zip(self.shape, self.size))
+        self._lesion = lesion
+        if self.total == 0:
+            self.lo = np.zeros(len(self.shape), int)
+            self.table = np.zeros((0,) * len(self.shape), np.int64)
+            return
+        coords = np.nonzero(lesion)
+        bmin = np.array([c.min() for c in coords])
+        bmax = np.array([c.max() for c in coords])
+        size = np.array(self.size)
+        self.lo = np.maximum(bmin - size + 1, 0)
+        hi = np.minimum(bmax, np.array(self.n_corners) - 1)  # inclusive corner range
+        region = tuple(slice(lo, h + p) for lo, h, p in zip(self.lo, hi, self.size))
+        self.table = _box_sums(lesion[region], self.size)
+
+    def counts(self, corners: np.ndarray) -> np.ndarray:
+        """Lesion voxels inside the patches at ``corners`` (shape ``(n, ndim)``)."""
+        corners = np.atleast_2d(corners)
+        rel = corners - self.lo
+        inside = np.all((rel >= 0) & (rel < np.array(self.table.shape)), axis=1)
+        out = np.zeros(len(corners), np.int64)
+        if inside.any():
+            out[inside] = self.table[tuple(rel[inside].T)]
+        return out
+
+    def fractions(self, corners: np.ndarray) -> np.ndarray:
+        if self.total == 0:
+            return np.full(len(np.atleast_2d(corners)), np.nan)
+        return self.counts(corners) / self.total
+
+    def acceptance_probability(self, threshold: float) -> float:
+        """Exact probability that a uniform random patch holds ``>= threshold`` of the lesion."""
+        _check_threshold(threshold)
+        if self.total == 0:
+            return float("nan")
+        if threshold <= 0:
+            return 1.0
+        hits = int(np.count_nonzero(self.table / self.total >= threshold))
+        return hits / float(np.prod(self.n_corners))
+
+    def max_fraction(self) -> float:
+        return float(self.table.max() / self.total) if self.total else float("nan")
+
+    @cached_property
+    def lesion_voxels(self) -> np.ndarray:
+        return np.argwhere(self._lesion)
+
+    @cached_property
+    def background_voxels(self) -> np.ndarray:
+        return np.argwhere(~self._lesion)
+
+    def centred_corners(self, centres: np.ndarray) -> np.ndarray:
+        """Corners of patches centred on ``centres``, clipped so the patch stays in the volume."""
+        size = np.array(self.size)
+        return np.clip(np.atleast_2d(centres) - size // 2, 0, np.array(self.n_corners) - 1)
+
+    def uniform_corners(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(0, np.array(self.n_corners), size=(n, len(self.shape)))
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (a fraction of the lesion volume), got {threshold!r}.")
+
+
+def _check_common(rng, max_draws: int, fallback: str) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
+    if int(max_draws) < 1:
+        raise ValueError(f"max_draws must be >= 1, got {max_draws!r}.")
+    look_up(fallback, {f: f for f in FALLBACKS}, "fallback")
+
+
+def _index(mask: np.ndarray | PatchIndex, patch_size) -> PatchIndex:
+    if isinstance(mask, PatchIndex):
+        if _patch_size(patch_size, mask.shape) != mask.size:
+            raise ValueError(f"PatchIndex was built for patch size {mask.size}, not {patch_size}.")
+        return mask
+    return PatchIndex(mask, patch_size)
+
+
+def _draw(index: PatchIndex, corner, draws: int, accepted: bool, fallback_used: str | None) -> PatchDraw:
+    corner = np.asarray(corner).reshape(-1)
+    fraction = float(index.fractions(corner[None])[0])
+    return PatchDraw(tuple(int(c) for c in corner), index.size, int(draws), accepted, fallback_used, fraction)
+
+
+def _fallback(index: PatchIndex, rng: np.random.Generator, fallback: str, draws: int, reason: str) -> PatchDraw:
+    logger.debug("patch sampler fell back (%s) to a %s patch after %d draws", reason, fallback, draws)
+    if fallback == "lesion_centred":
+        voxels = index.lesion_voxels
+        corner = index.centred_corners(voxels[rng.integers(len(voxels))])[0]
+    else:
+        corner = index.uniform_corners(rng, 1)[0]
+    return _draw(index, corner, draws, False, reason)
+
+
+def _search(index, rng, propose, threshold, max_draws, fallback) -> PatchDraw:
+    """Draw proposals in chunks until one holds ``threshold`` of the lesion; else fall back."""
+    drawn = 0
+    while drawn < max_draws:
+        n = min(_CHUNK, max_draws - drawn)
+        corners = propose(n)
+        ok = np.flatnonzero(index.fractions(corners) >= threshold)
+        if ok.size:
+            return _draw(index, corners[ok[0]], drawn + ok[0] + 1, True, None)
+        drawn += n
+    return _fallback(index, rng, fallback, drawn, "max_draws")
+
+
+def rejection_sample(
+    mask: np.ndarray | PatchIndex,
+    patch_size: int | Sequence[int],
+    threshold: float,
+    rng: np.random.Generator,
+    max_draws: int = 1000,
+    fallback: str = "lesion_centred",
+) -> PatchDraw:
+    """Study A's rejection sampler as published, with a bounded number of draws.
+
+    Draw a patch with its corner uniform over all valid positions; keep it when
+    ``lesion voxels in patch / lesion voxels in the whole volume >= threshold`` (report: 0.4,
+    code: 0.2). The published loop had no cap and never ended on a lesion-free volume. Here:
+
+    - lesion-free mask: one uniform patch at once, ``fallback_used="empty_mask"``, ``draws=1``;
+    - no patch position can reach the threshold (a lesion larger than the patch), detected up
+      front from the summed-volume table: fallback at once, ``fallback_used="unreachable"``,
+      ``draws=0`` (the unbounded loop would never have stopped);
+    - ``max_draws`` proposals rejected: ``fallback_used="max_draws"``.
+
+    Fallbacks: ``"lesion_centred"`` (centre on a random lesion voxel, clipped to the volume) or
+    ``"uniform"``. ``PatchIndex(mask, size).acceptance_probability(threshold)`` gives the exact
+    per-draw acceptance probability p; draws per accepted patch are geometric with mean 1/p.
+    """
+    _check_threshold(threshold)
+    _check_common(rng, max_draws, fallback)
+    index = _index(mask, patch_size)
+    if index.total == 0:
+        return _draw(index, index.uniform_corners(rng, 1)[0], 1, False, "empty_mask")
+    if index.max_fraction() < threshold:
+        return _fallback(index, rng, fallback, 0, "unreachable")
+    return _search(index, rng, lambda n: index.uniform_corners(rng, n), threshold, int(max_draws), fallback)
+
+
+def lesion_aware_sample(
+    mask: np.ndarray | PatchIndex,
+    patch_size: int | Sequence[int],
+    rng: np.random.Generator,
+    pos_ratio: float = 1.0,
+    threshold: float | None = None,
+    max_draws: int = 1000,
+    fallback: str = "lesion_centred",
+) -> PatchDraw:
+    """Centre the patch on a random lesion voxel with probability ``pos_ratio``, otherwise on a
+    random background voxel (clipped to the volume) — the pattern of MONAI's
+    ``RandCropByPosNegLabeld`` / torchio's ``LabelSampler``, written here to count draws.
+
+    Without ``threshold`` the first patch is accepted (``draws=1``). With ``threshold`` the draw
+    is repeated until the patch holds that fraction of the whole lesion, counting draws exactly as
+    :func:`rejection_sample` does, so the two samplers compare in draws per accepted patch.
+    Empty mask: a uniform patch, ``fallback_used="empty_mask"``. A mask with no background voxel
+    centres every draw on the lesion.
+    """
+    if not 0.0 <= float(pos_ratio) <= 1.0:
+        raise ValueError(f"pos_ratio must be a probability in [0, 1], got {pos_ratio!r}.")
+    _check_threshold(0.0 if threshold is None else threshold)
+    _check_common(rng, max_draws, fallback)
+    index = _index(mask, patch_size)
+    if index.total == 0:
+        return _draw(index, index.uniform_corners(rng, 1)[0], 1, False, "empty_mask")
+    lesion, background = index.lesion_voxels, index.background_voxels
+
+    def propose(n: int) -> np.ndarray:
+        positive = (rng.random(n) < pos_ratio) | (len(background) == 0)
+        centres = np.empty((n, len(index.shape)), np.int64)
+        k = int(positive.sum())
+        centres[positive] = lesion[rng.integers(len(lesion), size=k)]
+        if k < n:
+            centres[~positive] = background[rng.integers(len(background), size=n - k)]
+        return index.centred_corners(centres)
+
+    if threshold is None:
+        return _draw(index, propose(1)[0], 1, True, None)
+    if index.max_fraction() < threshold:
+        return _fallback(index, rng, fallback, 0, "unreachable")
+    return _search(index, rng, propose, threshold, int(max_draws), fallback)
+
+
+def acceptance_stats(draws: Sequence[PatchDraw]) -> dict:
+    """Summary of many patch requests.
+
+    ``acceptance_rate`` = patches accepted without fallback / patches requested;
+    ``draws_per_accepted`` = all draws (fallbacks' included) / accepted patches — the maximum
+    likelihood estimate of 1/p for capped geometric trials (NaN when none was accepted);
+    ``mean_lesion_fraction`` is a NaN-skipping mean; ``fallbacks`` counts each fallback reason.
+    """
+    n = len(draws)
+    accepted = sum(d.accepted for d in draws)
+    total = sum(d.draws for d in draws)
+    fractions = np.array([d.lesion_fraction for d in draws], float)
+    reasons = Counter(d.fallback_used for d in draws if d.fallback_used is not None)
+    return {
+        "n_patches": n,
+        "n_accepted": accepted,
+        "acceptance_rate": accepted / n if n else float("nan"),
+        "total_draws": total,
+        "mean_draws": total / n if n else float("nan"),
+        "draws_per_accepted": total / accepted if accepted else float("nan"),
+        "mean_lesion_fraction": float(np.nanmean(fractions)) if np.isfinite(fractions).any() else float("nan"),
+        "fallback_count": sum(reasons.values()),
+        "fallbacks": dict(reasons),
+    }
+
+
+def crop(array, draw: PatchDraw):
+    """The patch of ``draw`` from ``array`` (numpy or torch); leading axes (channels) are kept."""
+    extra = array.ndim - len(draw.size)
+    if extra < 0:
+        raise ValueError(f"Array with shape {tuple(array.shape)} has fewer axes than the patch {draw.size}.")
+    return array[(slice(None),) * extra + draw.slices]
+
+
+# ---------------------------------------------------------------- slices (study C)
+def slice_weights(lesion_areas, uniform: float = 0.1) -> np.ndarray:
+    """Slice sampling probabilities of one volume, as Buda's brain-segmentation-pytorch
+    (``dataset.py``): ``w = (s + uniform * S / n) / ((1 + uniform) * S)`` with ``s`` the lesion
+    area per slice, ``S = sum(s)`` and ``n`` slices. So the uniform share of the probability mass
+    is ``uniform / (1 + uniform)`` = 1/11 (about 9.1 %) at the published 0.1, and the lesion share
+    is 10/11. All-zero areas (Buda: 0/0 = NaN) give uniform weights here.
+    """
+    s = np.asarray(lesion_areas, dtype=float).reshape(-1)
+    if s.size == 0:
+        raise ValueError("lesion_areas is empty: expected one area per slice.")
+    if np.any(s < 0) or not np.all(np.isfinite(s)):
+        raise ValueError(f"lesion_areas must be finite and >= 0, got min {s.min()!r}.")
+    total = s.sum()
+    if total == 0:
+        return np.full(s.size, 1.0 / s.size)
+    return (s + uniform * total / s.size) / ((1.0 + uniform) * total)
+
+
+def sample_slices(weights, n: int, rng: np.random.Generator, groups=None) -> np.ndarray:
+    """Draw ``n`` slice indices with probabilities ``weights`` (normalised).
+
+    With ``groups`` (one volume id per slice) it follows Buda: pick a volume uniformly, then a
+    slice of that volume with the weights renormalised within it (use :func:`slice_weights`
+    per volume). Returns global slice indices.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    if w.size == 0 or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError("weights must be finite, >= 0 and not all zero.")
+    if groups is None:
+        return rng.choice(w.size, size=int(n), p=w / w.sum())
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != w.size:
+        raise ValueError(f"groups has {groups.size} entries but weights has {w.size}.")
+    ids = np.unique(groups)
+    picked, out = rng.integers(len(ids), size=int(n)), np.empty(int(n), dtype=np.int64)
+    for j, g in enumerate(ids):
+        idx, where = np.flatnonzero(groups == g), np.flatnonzero(picked == j)
+        p = w[idx] / w[idx].sum() if w[idx].sum() > 0 else None  # None: uniform within the volume
+        out[where] = idx[rng.choice(idx.size, size=where.size, p=p)]
+    return out
+
+
+# ---------------------------------------------------------------- dataset (study A)
+SAMPLERS = ("rejection", "lesion_aware", "none")
+
+
+@dataclass(eq=False)
+class PatchDataset(Dataset):
+    """Patches of 3D volumes for training, deterministic per ``(seed, epoch, item)``.
+
+    ``images``: arrays ``(C, X, Y, Z)``; ``masks``: ``(X, Y, Z)`` or ``(1, X, Y, Z)``. Item ``i``
+    of an epoch comes from volume ``i % len(images)`` with its own generator
+    ``default_rng([seed, epoch, i])``, so results do not depend on worker order. Returns
+    ``{"image": float32 (C, *patch), "mask": float32 (1, *patch), "index": volume}``;
+    ``sampler="none"`` returns whole volumes. Draws made in this process are recorded
+    (:meth:`acceptance_stats`); :meth:`epoch_draws` recomputes an epoch's draws exactly without
+    cropping (use it with ``num_workers > 0``, whose records stay in the workers).
+    """
+
+    images: list
+    masks: list
+    patch_size: int | Sequence[int] = 64
+    sampler: str = "rejection"
+    threshold: float | None = 0.4
+    samples_per_epoch: int | None = None
+    seed: int = 0
+    max_draws: int = 1000
+    pos_ratio: float = 1.0
+    fallback: str = "lesion_centred"
+    epoch: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        look_up(self.sampler, {s: s for s in SAMPLERS}, "sampler")
+        if len(self.images) != len(self.masks) or not self.images:
+            raise ValueError(f"Expected as many masks as images (> 0), got {len(self.images)} and {len(self.masks)}.")
+        self.masks = [np.asarray(m)[0] if np.ndim(m) == np.ndim(im) else np.asarray(m) for im, m in zip(self.images, self.masks)]
+        for i, (im, m) in enumerate(zip(self.images, self.masks)):
+            if tuple(np.shape(im)[1:]) != m.shape:
+                raise ValueError(f"Volume {i}: image shape {np.shape(im)} does not match mask shape {m.shape}.")
+        if self.sampler == "rejection" and self.threshold is None:
+            raise ValueError("sampler='rejection' needs a threshold (a fraction in [0, 1]).")
+        self._indices: dict[int, PatchIndex] = {}
+        self.records: dict[tuple[int, int], PatchDraw] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.samples_per_epoch or len(self.images))
+
+    def draw_for(self, i: int, epoch: int | None = None) -> PatchDraw | None:
+        if self.sampler == "none":
+            return None
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([self.seed, epoch, int(i)])
+        v = int(i) % len(self.images)
+        if v not in self._indices:
+            self._indices[v] = PatchIndex(self.masks[v], self.patch_size)
+        index = self._indices[v]
+        if self.sampler == "rejection":
+            return rejection_sample(index, index.size, self.threshold, rng, self.max_draws, self.fallback)
+        return lesion_aware_sample(index, index.size, rng, self.pos_ratio, self.threshold, self.max_draws, self.fallback)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"Item {i} out of range for {len(self)} samples per epoch.")
+        v = i % len(self.images)
+        image, mask = np.asarray(self.images[v]), self.masks[v][None]
+        draw = self.draw_for(i)
+        if draw is not None:
+            self.records[(self.epoch, i)] = draw
+            image, mask = crop(image, draw), crop(mask, draw)
+        return {"image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
+                "mask": torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.float32), "index": v}
+
+    def epoch_draws(self, epoch: int | None = None) -> list[PatchDraw]:
+        return [self.draw_for(i, epoch) for i in range(len(self))] if self.sampler != "none" else []
+
+    def acceptance_stats(self, epoch: int | None = None) -> dict:
+        """Stats of the draws recorded in this process (all epochs, or one)."""
+        draws = [d for (e, _), d in sorted(self.records.items()) if epoch is None or e == epoch]
+        return acceptance_stats(draws)

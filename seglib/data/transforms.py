@@ -1,0 +1,172 @@
+"""2D augmentation of studies B and C through MONAI dictionary transforms, and a slice ``Dataset``.
+
+Items are ``{"image": (C, H, W) float32, "mask": (1, H, W)}``. Every spatial transform moves the
+image and the mask together; the image is interpolated bilinearly and the mask with nearest
+neighbour, so it keeps its values ({0, 1}). Randomness lives in the transforms' own MONAI random
+state: call ``set_random_state(seed)`` (done per item by :class:`SliceDataset`); nothing is seeded
+globally. The outputs are plain ``torch.Tensor`` (float32), MONAI's metadata dropped.
+
+Study B (prostate, Albumentations in the seed, parameters not published): rotate within ±15°
+with probability 0.5 (Albumentations' default probability; its default limit of ±90° seemed
+implausible for axial prostate slices and the seed does not give one), horizontal flip p 0.5,
+vertical flip p 0.5. Resizing is a preprocessing step, not an augmentation, and is not here.
+
+Study C (brain LGG, Buda's ``transform.py``): isotropic scale uniform in [0.95, 1.05] about the
+centre, cropped / zero-padded back to the input size (always applied), rotate uniform in ±15°
+(always applied), horizontal flip p 0.5 — in Buda's order.
+
+"Horizontal flip" mirrors left-right, i.e. reverses the width axis W (spatial axis 1 of
+(C, H, W)), as ``np.fliplr`` on (H, W, C) did in Buda's code; "vertical" reverses H.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import Compose, RandFlipd, RandRotated, RandZoomd
+from torch.utils.data import Dataset
+
+from seglib.data.sampling import sample_slices
+from seglib.registry import check_kwargs, look_up
+
+KEYS = ("image", "mask")
+MODES = ("bilinear", "nearest")
+
+
+def _rotate(degrees: float, prob: float) -> RandRotated:
+    return RandRotated(
+        keys=KEYS, range_x=float(np.deg2rad(degrees)), prob=prob, keep_size=True,
+        mode=MODES, padding_mode="zeros", align_corners=False,
+    )
+
+
+def _prostate(rotate_degrees: float = 15.0, rotate_prob: float = 0.5, flip_prob: float = 0.5) -> list:
+    return [
+        _rotate(rotate_degrees, rotate_prob),
+        RandFlipd(keys=KEYS, prob=flip_prob, spatial_axis=1),  # horizontal: width
+        RandFlipd(keys=KEYS, prob=flip_prob, spatial_axis=0),  # vertical: height
+    ]
+
+
+def _brain(scale: float = 0.05, rotate_degrees: float = 15.0, flip_prob: float = 0.5) -> list:
+    return [
+        RandZoomd(
+            keys=KEYS, prob=1.0, min_zoom=1.0 - scale, max_zoom=1.0 + scale, mode=MODES,
+            padding_mode="constant", keep_size=True,
+        ),
+        _rotate(rotate_degrees, 1.0),
+        RandFlipd(keys=KEYS, prob=flip_prob, spatial_axis=1),
+    ]
+
+
+STUDIES: dict[str, Callable[..., list]] = {"prostate": _prostate, "brain": _brain, "none": lambda: []}
+
+
+@dataclass
+class Augmentation:
+    """A MONAI ``Compose`` over ``{"image", "mask"}`` returning float32 tensors.
+
+    Extra keys of the item pass through untouched.
+    """
+
+    study: str
+    transforms: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.compose = Compose(self.transforms)
+
+    def set_random_state(self, seed: int) -> Augmentation:
+        self.compose.set_random_state(seed=int(seed) % (2**32))
+        return self
+
+    def __call__(self, item: dict) -> dict:
+        for key in KEYS:
+            if key not in item:
+                raise KeyError(f"Augmentation expects keys {KEYS}; {key!r} is missing (got {sorted(item)}).")
+            if np.ndim(item[key]) != 3:
+                raise ValueError(f"{key!r} must be (C, H, W), got shape {tuple(np.shape(item[key]))}.")
+        out = dict(self.compose(dict(item))) if self.transforms else dict(item)
+        for key in KEYS:
+            value = out[key]
+            value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
+            out[key] = value.to(torch.float32).contiguous()
+        return out
+
+
+def build_augmentation(study: str, seed: int | None = None, **params) -> Augmentation:
+    """The augmentation of ``study`` ("prostate" = B, "brain" = C, "none").
+
+    ``params`` override the defaults (prostate: ``rotate_degrees, rotate_prob, flip_prob``;
+    brain: ``scale, rotate_degrees, flip_prob``); unknown names raise ``TypeError``.
+    """
+    factory = look_up(study, STUDIES, "augmentation study")
+    check_kwargs(params, inspect.signature(factory).parameters, f"augmentation {study!r}")
+    aug = Augmentation(study, factory(**params))
+    if seed is not None:
+        aug.set_random_state(seed)
+    return aug
+
+
+class SliceDataset(Dataset):
+    """2D slices with an optional transform, deterministic per ``(seed, epoch, item)``.
+
+    ``images`` ``(N, C, H, W)``, ``masks`` ``(N, 1, H, W)``. Without ``weights`` item ``i`` is slice
+    ``i`` (``samples_per_epoch`` defaults to N). With ``weights`` (see
+    ``seglib.data.sampling.slice_weights``; ``groups`` gives the volume of each slice for Buda's
+    volume-then-slice draw) the epoch's slice indices are drawn by
+    ``seglib.data.sampling.sample_slices`` with ``default_rng([seed, epoch])``. A transform with
+    ``set_random_state`` is reseeded per item from ``(seed, epoch, i)``, so worker order does not
+    matter. Returns ``{"image", "mask", "index"}`` (index = slice drawn).
+    """
+
+    def __init__(self, images, masks, transform: Callable | None = None, weights=None,
+                 samples_per_epoch: int | None = None, seed: int = 0, groups: Sequence | None = None):
+        if np.ndim(images) != 4 or np.ndim(masks) != 4:
+            raise ValueError(f"Expected images (N, C, H, W) and masks (N, 1, H, W), got {np.shape(images)} and {np.shape(masks)}.")
+        if len(images) != len(masks) or np.shape(images)[2:] != np.shape(masks)[2:]:
+            raise ValueError(f"Images {np.shape(images)} and masks {np.shape(masks)} do not match.")
+        if weights is not None and len(weights) != len(images):
+            raise ValueError(f"weights has {len(weights)} entries but there are {len(images)} slices.")
+        self.images, self.masks, self.transform = images, masks, transform
+        self.weights, self.groups, self.seed = weights, groups, int(seed)
+        self.samples_per_epoch = int(samples_per_epoch) if samples_per_epoch is not None else len(images)
+        self.epoch = 0
+        self._order = self._draw_order()
+
+    def _draw_order(self) -> np.ndarray:
+        if self.weights is None:
+            return np.arange(self.samples_per_epoch) % len(self.images)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return sample_slices(self.weights, self.samples_per_epoch, rng, self.groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._order = self._draw_order()
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Slice indices of the current epoch."""
+        return self._order.copy()
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"Item {i} out of range for {len(self)} samples per epoch.")
+        k = int(self._order[i])
+        item = {"image": np.asarray(self.images[k], dtype=np.float32), "mask": np.asarray(self.masks[k], dtype=np.float32)}
+        if self.transform is not None:
+            if hasattr(self.transform, "set_random_state"):
+                seed = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0]
+                self.transform.set_random_state(int(seed))
+            item = self.transform(item)
+        return {
+            "image": torch.as_tensor(item["image"], dtype=torch.float32),
+            "mask": torch.as_tensor(item["mask"], dtype=torch.float32),
+            "index": k,
+        }

@@ -1,0 +1,116 @@
+"""Render the report site from the executed notebooks: Quarto when installed, else offline.
+
+``render_site`` never executes a notebook: papermill has already run them into
+``build/executed/<study>.ipynb`` (each with ``build/executed/<study>/results.json``,
+``tables/``, ``figures/``). It makes ``_site/index.html`` (the package, the studies
+and the reproduction scorecard), ``_site/<study>.html`` and ``_site/provenance.html``.
+
+- ``renderer="quarto"``: the site is staged in ``build/site_src`` with the repository's
+  ``_quarto.yml`` and rendered by ``quarto render`` (HTML, and PDF through LaTeX),
+  see :mod:`seglib.site.quarto`.
+- ``renderer="fallback"``: nbconvert with seglib's one template, offline, no Node, no
+  LaTeX; PDF through headless Chromium when installed, see :mod:`seglib.site.fallback`.
+- ``renderer="auto"``: Quarto if ``quarto`` is on PATH, else the fallback.
+
+A study whose executed notebook is missing is listed on the index page as not built.
+
+Command line: ``python -m seglib.report [--executed build/executed] [--out _site]
+[--renderer auto|quarto|fallback] [--no-pdf]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from seglib.registry import look_up
+from seglib.site import fallback, pages
+from seglib.site.pdf import find_chromium, print_pdf
+from seglib.site.quarto import run_quarto, stage_site
+
+logger = logging.getLogger(__name__)
+
+RENDERERS = {"auto": "auto", "quarto": "quarto", "fallback": "fallback"}
+
+__all__ = ["render_site", "write_index", "write_provenance", "find_chromium", "main"]
+
+write_index = pages.write_index
+write_provenance = pages.write_provenance
+
+
+def render_site(executed_dir="build/executed", out_dir="_site", renderer: str = "auto",
+                pdf: bool = True, *, site_src="build/site_src", quarto_config=None,
+                code: str = "fold") -> dict:
+    """Render the site; returns a dict describing what was made.
+
+    Parameters: ``executed_dir`` holds the papermill-executed notebooks; ``out_dir``
+    receives the site (emptied first; a non-empty folder that is not a previous site
+    is refused); ``renderer`` is "auto", "quarto" or "fallback"; ``pdf`` asks for
+    PDFs too; ``site_src`` is Quarto's staging folder; ``quarto_config`` the
+    ``_quarto.yml`` to use (default: ``./_quarto.yml``, else the checkout's);
+    ``code`` is "fold", "hide" or "show" for the code input in the fallback.
+
+    Returns ``{"renderer", "out_dir", "index", "pages", "missing", "pdf", "pdf_note"}``:
+    ``pages`` the HTML pages, ``missing`` the studies without an executed
+    notebook, ``pdf`` the PDF paths and ``pdf_note`` why there are none (or ``None``).
+    """
+    renderer = look_up(renderer, RENDERERS, "renderer")
+    executed_dir, out_dir = Path(executed_dir), Path(out_dir)
+    quarto = shutil.which("quarto")
+    if renderer == "quarto" and not quarto:
+        raise RuntimeError("renderer='quarto' but quarto is not on PATH "
+                           "(install it from https://quarto.org or use renderer='fallback')")
+    chosen = "quarto" if renderer == "quarto" or (renderer == "auto" and quarto) else "fallback"
+    if not executed_dir.is_dir():
+        logger.warning("%s does not exist: the site will list every study as not built", executed_dir)
+
+    pdfs: list[Path] = []
+    note = None if pdf else "pdf=False: no PDF requested"
+    if chosen == "quarto":
+        stage_site(executed_dir, site_src, quarto_config=quarto_config)
+        pdfs = run_quarto(site_src, out_dir, pdf=pdf, quarto=quarto)
+        out_dir = out_dir.resolve()
+        builds = pages.collect_studies(executed_dir)
+        missing = [b.study for b in builds if not b.exists]
+        html_pages = sorted(out_dir.glob("*.html"))
+        index = out_dir / "index.html"
+        if pdf and not pdfs:
+            note = "quarto made no PDF (is a LaTeX engine installed? `quarto install tinytex`)"
+    else:
+        made = fallback.render_fallback(executed_dir, out_dir, code=code)
+        index, html_pages, missing = made["index"], made["pages"], made["missing"]
+        if pdf:
+            if find_chromium():
+                pdfs = print_pdf(html_pages, out_dir / "pdf")
+            else:
+                note = ("no PDF: PDF output needs Quarto (with LaTeX) or Chromium "
+                        "(apt-get install chromium); neither was found")
+                logger.warning(note)
+    logger.info("site rendered with %s: %s (%d pages%s)", chosen, index, len(html_pages),
+                f", {len(pdfs)} PDFs" if pdfs else "")
+    if missing:
+        logger.warning("not built (no executed notebook in %s): %s", executed_dir, ", ".join(missing))
+    return {"renderer": chosen, "out_dir": out_dir, "index": index, "pages": html_pages,
+            "missing": missing, "pdf": pdfs, "pdf_note": note}
+
+
+def main(argv=None) -> int:
+    """``python -m seglib.report``: render the site and log where it is."""
+    parser = argparse.ArgumentParser(prog="python -m seglib.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--executed", default="build/executed", help="executed notebooks folder")
+    parser.add_argument("--out", default="_site", help="site output folder")
+    parser.add_argument("--renderer", default="auto", choices=sorted(RENDERERS))
+    parser.add_argument("--no-pdf", action="store_true", help="HTML only")
+    parser.add_argument("--code", default="fold", choices=fallback.CODE_MODES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    info = render_site(args.executed, args.out, renderer=args.renderer, pdf=not args.no_pdf,
+                       code=args.code)
+    logger.info("open %s", Path(info["index"]).resolve().as_uri())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

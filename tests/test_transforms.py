@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from seglib.data.sampling import slice_weights
+from seglib.data.transforms import SliceDataset, build_augmentation
+
+
+def _item(h=40, w=48, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((1, h, w), np.float32)
+    mask[0, 10:25, 8:30] = 1
+    image = np.concatenate([mask, rng.random((1, h, w)).astype(np.float32)])
+    return {"image": image, "mask": mask}
+
+
+@pytest.mark.parametrize("study", ["prostate", "brain"])
+def test_mask_stays_binary_and_follows_image(study):
+    for seed in range(6):
+        out = build_augmentation(study, seed=seed)(_item())
+        assert out["image"].dtype == torch.float32 and out["image"].shape == (2, 40, 48)
+        assert set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0}
+        # channel 0 of the image is the mask: bilinear vs nearest differ only along the edges
+        img_mask = out["image"][0] > 0.5
+        truth = out["mask"][0] > 0.5
+        iou = (img_mask & truth).sum() / (img_mask | truth).sum()
+        assert iou > 0.85
+
+
+def test_flips_reverse_the_right_axes():
+    item = _item()
+    both = build_augmentation("prostate", seed=0, rotate_prob=0.0, flip_prob=1.0)(item)
+    np.testing.assert_array_equal(both["image"].numpy(), item["image"][:, ::-1, ::-1])
+    # Buda: np.fliplr on (H, W, C) reverses W; scale and rotation switched off (zoom 1, angle 0)
+    horizontal = build_augmentation("brain", seed=0, scale=0.0, rotate_degrees=0.0, flip_prob=1.0)(item)
+    np.testing.assert_allclose(horizontal["image"].numpy(), item["image"][:, :, ::-1], atol=1e-5)
+    np.testing.assert_array_equal(horizontal["mask"].numpy(), item["mask"][:, :, ::-1])
+
+
+def test_brain_scale_keeps_size_and_area_within_bounds():
+    item = _item()
+    area = item["mask"].sum()
+    for seed in range(5):
+        out = build_augmentation("brain", seed=seed, rotate_degrees=0.0, flip_prob=0.0)(item)
+        assert out["mask"].shape == (1, 40, 48)
+        # isotropic zoom in [0.95, 1.05]: area scales by at most 1.05^2 (+ nearest-neighbour rounding)
+        assert 0.85 * area <= out["mask"].sum() <= 1.2 * area
+
+
+def test_seeded_and_none():
+    item = _item()
+    a = build_augmentation("brain", seed=11)(item)
+    b = build_augmentation("brain", seed=11)(item)
+    c = build_augmentation("brain", seed=12)(item)
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    same = build_augmentation("none")(item)
+    np.testing.assert_array_equal(same["image"].numpy(), item["image"])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match='Did you mean "brain"'):
+        build_augmentation("brian")
+    with pytest.raises(TypeError, match='Did you mean "scale"'):
+        build_augmentation("brain", scal=0.1)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        build_augmentation("brain")({"image": np.zeros((4, 4)), "mask": np.zeros((1, 4, 4))})
+
+
+def _slices(n=6, h=16, w=16):
+    images = np.random.default_rng(0).random((n, 2, h, w)).astype(np.float32)
+    masks = np.zeros((n, 1, h, w), np.float32)
+    masks[2, 0, 4:8, 4:8] = 1
+    masks[4, 0, 2:12, 2:12] = 1
+    return images, masks
+
+
+def test_slice_dataset_plain_order():
+    images, masks = _slices()
+    ds = SliceDataset(images, masks)
+    assert len(ds) == 6 and ds[4]["index"] == 4
+    np.testing.assert_array_equal(ds[2]["mask"].numpy(), masks[2])
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["image"].shape == (3, 2, 16, 16)
+
+
+def test_slice_dataset_weighted_deterministic_per_epoch():
+    images, masks = _slices()
+    w = slice_weights(masks.sum(axis=(1, 2, 3)))
+    ds = SliceDataset(images, masks, transform=build_augmentation("brain"), weights=w, samples_per_epoch=40, seed=3)
+    again = SliceDataset(images, masks, transform=build_augmentation("brain"), weights=w, samples_per_epoch=40, seed=3)
+    np.testing.assert_array_equal(ds.indices, again.indices)
+    assert torch.equal(ds[5]["image"], again[5]["image"])
+    assert torch.equal(ds[5]["image"], ds[5]["image"])  # reseeded per item: order-independent
+    # lesion slices 2 and 4 hold 10/11 of the mass (Buda's 0.1 uniform share)
+    assert np.isin(ds.indices, [2, 4]).mean() > 0.6
+    first = ds.indices
+    ds.set_epoch(1)
+    assert not np.array_equal(first, ds.indices)
+    ds.set_epoch(0)
+    np.testing.assert_array_equal(first, ds.indices)
+
+
+def test_slice_dataset_errors():
+    images, masks = _slices()
+    with pytest.raises(ValueError, match="do not match"):
+        SliceDataset(images, masks[:3])
+    with pytest.raises(ValueError, match="weights has 2 entries"):
+        SliceDataset(images, masks, weights=[0.5, 0.5])
+    with pytest.raises(IndexError):
+        SliceDataset(images, masks)[6]
