@@ -1,0 +1,306 @@
+"""The training engine: ``fit`` → ``train_one_epoch`` → ``evaluate``, plus ``predict_batches``.
+
+Functions, not a trainer class (the skeleton of nnU-Net's ``run_training`` without its
+bulk). What ``fit`` adds to a plain PyTorch loop, written by hand because neither
+PyTorch nor MONAI has it in this form:
+
+* device ``auto`` (CUDA, MPS, CPU), mixed precision (``torch.autocast``; a
+  ``GradScaler`` for fp16), channels-last for 2D CNNs (see :mod:`seglib.train_utils`);
+* Adam or SGD (momentum, weight decay), gradient clipping by global norm;
+* early stopping on a monitored value (``val_loss`` or ``val_<metric>``), the best
+  weights kept in memory and written to ``best.pt``, the best epoch reported;
+* ``last.pt`` written atomically after every epoch (model, optimizer, scaler, history,
+  early-stopping state, RNG states) so that a killed run resumes and ends with exactly
+  the weights and history of an uninterrupted one (timings apart);
+* reproducibility: ``fit`` seeds python, numpy and torch from ``settings.seed`` (the one
+  place in seglib that seeds globally) and reseeds each loader's generator per epoch;
+  build loaders with :func:`make_loader`.
+
+Batches are ``(image, target, ...)`` tuples or dicts with ``"image"`` and ``"label"``
+(or ``"mask"``). Epochs are numbered from 1. Checkpoints load with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from seglib.train_state import TrainState, determinism, save_checkpoints, try_resume, update_early_stopping
+from seglib.train_types import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
+from seglib.train_utils import (
+    autocast,
+    make_loader,
+    peak_memory_mb,
+    reseed_loader,
+    reset_peak_memory,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+    seed_all,
+)
+
+__all__ = [
+    "TrainSettings", "History", "PooledDice", "fit", "train_one_epoch", "evaluate", "predict_batches",
+    "make_loader", "resolve_device", "resolve_precision", "resolve_channels_last", "build_optimizer",
+    "OPTIMIZERS",
+]
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MININTERVAL = 5.0  # seconds between bar refreshes: readable in papermill --log-output
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, Mapping):
+        target = batch.get("label", batch.get("mask"))
+        return batch["image"], target
+    if isinstance(batch, (list, tuple)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    precision: str,
+    *,
+    channels_last: bool = False,
+    grad_clip: float | None = None,
+    bar: Any = None,
+) -> float:
+    """One pass over ``loader``; returns the mean training loss per sample.
+
+    The forward pass runs under autocast; the loss is computed in fp32 on the logits.
+    With ``grad_clip`` the global gradient norm is clipped (after unscaling under fp16).
+    """
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
+    for batch in loader:
+        x, y = _unpack(batch)
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.detach().double() * x.shape[0]
+        n += x.shape[0]
+        if bar is not None:
+            bar.update(1)
+    if n == 0:
+        raise ValueError("the training loader yielded no batch")
+    return float(total.item() / n)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    loader: Any,
+    device: torch.device,
+    precision: str,
+    *,
+    metric_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Loss (mean per sample) and metrics over ``loader`` in eval mode: ``{"loss": …, <metric>: …}``.
+
+    ``metric_fn(logits, target)`` is called per batch; its dicts are combined by its
+    ``reduce(batches, sizes)`` method when it has one (as :class:`PooledDice`), else
+    averaged weighted by batch size. The model's train/eval mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    batches: list[dict[str, float]] = []
+    sizes: list[int] = []
+    try:
+        for batch in loader:
+            x, y = _unpack(batch)
+            x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits = model(x)
+            logits = logits.float()
+            if loss_fn is not None:
+                total += float(loss_fn(logits, y).item()) * x.shape[0]
+            if metric_fn is not None:
+                batches.append(metric_fn(logits, y))
+            sizes.append(x.shape[0])
+            n += x.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the validation loader yielded no batch")
+    out = {"loss": total / n} if loss_fn is not None else {}
+    if metric_fn is not None:
+        reduce = getattr(metric_fn, "reduce", mean_reduce)
+        out.update({k: float(v) for k, v in reduce(batches, sizes).items()})
+    return out
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    loader: Any,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    *,
+    channels_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(logits, target)`` per batch of ``loader``: fp32 logits on the CPU, the
+    batch's target (None when the batch has only images). Eval mode; the model is moved
+    to ``device`` and its mode restored when the iteration ends."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    precision = resolve_precision(precision, device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            x, y = _unpack(batch)
+            with autocast(device, precision):
+                logits = model(_to_device(x, device, channels_last))
+            yield logits.float().cpu(), y
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- fit
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_loader: Any,
+    val_loader: Any,
+    settings: TrainSettings,
+    *,
+    metric_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    position: int | None = None,
+    leave: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> History:
+    """Train ``model`` with ``loss_fn(logits, target)`` and return its :class:`History`.
+
+    ``val_loader`` may be None (then monitor ``train_loss``). ``metric_fn`` defaults to
+    :class:`PooledDice`; its keys appear as ``val_<key>``. With ``checkpoint_dir``,
+    ``last.pt`` is written after each epoch and ``best.pt`` at each improvement;
+    ``resume=True`` continues from ``last.pt`` (a finished run returns at once; a corrupt
+    or incompatible file is warned about and ignored). ``on_epoch_end(record)`` is
+    called after the checkpoint is written; it must not draw random numbers.
+    ``position``/``leave`` are passed to the tqdm bar; one log line is written per epoch.
+    """
+    if val_loader is None and settings.monitor != "train_loss":
+        raise ValueError(f"monitor {settings.monitor!r} needs a validation loader; without one use 'train_loss'")
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    use_cl = resolve_channels_last(settings.channels_last, model, device, precision)
+    metric_fn = PooledDice() if metric_fn is None else metric_fn
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    with determinism(settings.deterministic, device):
+        seed_all(settings.seed)
+        model.to(device)
+        if use_cl:
+            model.to(memory_format=torch.channels_last)
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.to(device)
+        optimizer = build_optimizer(model.parameters(), settings)
+        scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=precision == "fp16")
+        state = None
+        if ckpt_dir is not None and resume:
+            state = try_resume(ckpt_dir / "last.pt", settings, model, optimizer, scaler, device)
+        if state is None:
+            state = TrainState(history=History(monitor=settings.monitor, mode=settings.mode))
+        h = state.history
+        h.device, h.precision, h.channels_last = str(device), precision, use_cl
+        if state.epoch >= settings.epochs or state.stopped:
+            logger.info("checkpoint already holds the finished run (%d epochs)", state.epoch)
+        for epoch in range(state.epoch + 1, settings.epochs + 1):
+            if state.stopped:
+                break
+            record = _run_epoch(model, loss_fn, train_loader, val_loader, optimizer, scaler, device, precision,
+                                use_cl, metric_fn, settings, epoch, progress, position, leave)
+            h.records.append(record)
+            update_early_stopping(state, record, settings, model, epoch)
+            state.epoch = epoch
+            if ckpt_dir is not None:
+                save_checkpoints(ckpt_dir, state, settings, model, optimizer, scaler, is_best=h.best_epoch == epoch)
+            logger.info("epoch %d/%d %s", epoch, settings.epochs, _format_record(record))
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        if settings.restore_best and state.best_model is not None:
+            model.load_state_dict(state.best_model)
+    logger.info("fit done: %d epochs, best %s=%s at epoch %s%s, %.1f s on %s/%s", h.n_epochs, h.monitor,
+                h.best_value, h.best_epoch, " (stopped early)" if h.stopped_early else "", h.total_time_s,
+                h.device, h.precision)
+    return h
+
+
+def _run_epoch(model, loss_fn, train_loader, val_loader, optimizer, scaler, device, precision, use_cl,
+               metric_fn, settings: TrainSettings, epoch: int, progress, position, leave) -> dict[str, Any]:
+    reseed_loader(train_loader, settings.seed, epoch)
+    reset_peak_memory(device)
+    total = len(train_loader) if hasattr(train_loader, "__len__") else None
+    bar = tqdm(total=total, desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, position=position,
+               leave=leave, mininterval=PROGRESS_MININTERVAL, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        train_loss = train_one_epoch(model, loss_fn, train_loader, optimizer, scaler, device, precision,
+                                     channels_last=use_cl, grad_clip=settings.grad_clip, bar=bar)
+        _sync(device)
+        t1 = time.perf_counter()
+        val = {}
+        if val_loader is not None:
+            val = evaluate(model, loss_fn, val_loader, device, precision, metric_fn=metric_fn, channels_last=use_cl)
+        _sync(device)
+        t2 = time.perf_counter()
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+        record.update({f"val_{k}": v for k, v in val.items()})
+        record.update({"lr": float(optimizer.param_groups[0]["lr"]), "train_time_s": t1 - t0,
+                       "epoch_time_s": t2 - t0, "peak_mem_mb": float(peak_memory_mb(device))})
+        bar.set_postfix_str(_format_record(record, short=True), refresh=False)
+    finally:
+        bar.close()
+    return record
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+
+def _format_record(record: Mapping[str, Any], short: bool = False) -> str:
+    skip = {"epoch"} | (set(History.TIMING_COLUMNS) | {"lr"} if short else set())
+    parts = []
+    for k, v in record.items():
+        if k in skip:
+            continue
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)

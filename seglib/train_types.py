@@ -1,0 +1,176 @@
+"""Settings, history and the default metric of :mod:`seglib.train`.
+
+Written by hand: a plain record of what ``fit`` needs and what it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from seglib.registry import look_up, suggest
+from seglib.train_utils import PRECISIONS
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
+    "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How ``fit`` trains. ``monitor`` is ``"train_loss"``, ``"val_loss"`` or ``"val_<metric>"``
+    for a key of the metric function; ``mode`` says whether lower or higher is better;
+    ``patience=None`` turns early stopping off (the best epoch is still tracked);
+    an improvement must beat the best by more than ``min_delta``. ``restore_best``
+    loads the best weights into the model when ``fit`` returns."""
+
+    epochs: int = 10
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+    mode: str = "min"
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: str | bool = "auto"
+    seed: int = 0
+    deterministic: bool = True
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        def _int(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"TrainSettings.{name} must be an integer >= {lo}, got {v!r}")
+
+        _int("epochs", 1)
+        _int("seed", 0)
+        if self.patience is not None:
+            _int("patience", 1)
+        look_up(self.optimizer, OPTIMIZERS, "optimizer")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"TrainSettings.lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"TrainSettings.momentum must be in [0, 1), got {self.momentum!r}")
+        if self.weight_decay < 0 or self.min_delta < 0:
+            raise ValueError(
+                f"weight_decay and min_delta must be >= 0, got {self.weight_decay!r}, {self.min_delta!r}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainSettings.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"TrainSettings.mode must be 'min' or 'max', got {self.mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"Unknown precision {self.precision!r}.{suggest(self.precision, PRECISIONS)} "
+                f"Options: {', '.join(PRECISIONS)}."
+            )
+        if self.channels_last not in ("auto", "on", "off", True, False):
+            raise ValueError(f"channels_last must be 'auto', 'on', 'off', True or False, got {self.channels_last!r}")
+        if not (self.monitor in ("train_loss", "val_loss") or self.monitor.startswith("val_")):
+            raise ValueError(
+                f"TrainSettings.monitor must be 'train_loss', 'val_loss' or 'val_<metric>', got {self.monitor!r}"
+            )
+
+
+@dataclass
+class History:
+    """What ``fit`` measured. ``records`` holds one dict per epoch: ``epoch``, ``train_loss``,
+    ``val_loss``, ``val_<metric>``…, ``lr``, ``train_time_s``, ``epoch_time_s``, ``peak_mem_mb``.
+    ``best_epoch`` is the epoch of the best monitored value (the "converge time")."""
+
+    monitor: str = "val_loss"
+    mode: str = "min"
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    stopped_early: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    #: columns that measure the machine, not the computation (they differ between identical runs)
+    TIMING_COLUMNS: ClassVar[tuple[str, ...]] = ("train_time_s", "epoch_time_s", "peak_mem_mb")
+
+    @property
+    def total_time_s(self) -> float:
+        return float(sum(r.get("epoch_time_s", 0.0) for r in self.records))
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.records)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> History:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def summary(self) -> dict[str, Any]:
+        """Scalars for provenance: device, precision, best epoch and value, stop flag, times."""
+        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last,
+                "monitor": self.monitor, "best_epoch": self.best_epoch, "best_value": self.best_value,
+                "stopped_early": self.stopped_early, "epochs_run": self.n_epochs,
+                "total_time_s": self.total_time_s}
+
+
+class PooledDice:
+    """Hard Dice pooled over the whole validation set: the default metric of ``fit``.
+
+    ``Dice = 2·TP / (2·TP + FP + FN)`` with TP, FP, FN summed over every pixel/voxel of
+    every batch (pooled, not a mean of per-batch or per-case values). The prediction is
+    ``logits > threshold`` (threshold 0 on logits = probability 0.5) for one output
+    channel; for several channels, foreground = argmax ≠ 0 (target one-hot with the same
+    channels, or class indices in one channel). Empty set (TP + FP + FN = 0): NaN.
+    Called per batch it returns counts; ``reduce`` turns the list of counts into ``{"dice"}``.
+    """
+
+    def __init__(self, threshold: float = 0.0, name: str = "dice") -> None:
+        self.threshold = threshold
+        self.name = name
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        if logits.shape[1] == 1:
+            pred = logits > self.threshold
+            truth = target > 0.5
+        else:
+            pred = logits.argmax(1, keepdim=True) != 0
+            truth = (target.argmax(1, keepdim=True) if target.shape[1] == logits.shape[1] else target) != 0
+        truth = truth.reshape(pred.shape)
+        tp = (pred & truth).sum().item()
+        return {"tp": float(tp), "fp": float(pred.sum().item() - tp), "fn": float(truth.sum().item() - tp)}
+
+    def reduce(self, batches: list[dict[str, float]], sizes: list[int] | None = None) -> dict[str, float]:
+        tp, fp, fn = (sum(b[k] for b in batches) for k in ("tp", "fp", "fn"))
+        denom = 2 * tp + fp + fn
+        return {self.name: 2 * tp / denom if denom > 0 else math.nan}
+
+
+def mean_reduce(batches: list[dict[str, float]], sizes: list[int]) -> dict[str, float]:
+    """Mean of per-batch metric values weighted by batch size (each sample counts once)."""
+    if not batches:
+        return {}
+    n = sum(sizes)
+    return {k: sum(float(b[k]) * s for b, s in zip(batches, sizes)) / n for k in batches[0]}
+
+
+def build_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam (lr, weight decay) or SGD (lr, momentum, weight decay), as the studies used."""
+    return look_up(settings.optimizer, OPTIMIZERS, "optimizer")(params, settings)
