@@ -1,0 +1,161 @@
+"""Building blocks of the U-Net in :mod:`seglib.models`.
+
+Everything here is a plain ``torch.nn`` module; none applies an activation to the
+network output. Shapes follow PyTorch: ``(N, C, *spatial)``; in 3D the spatial axes
+are NIfTI voxel order ``(X, Y, Z)`` and the **last** axis (Z) is the through-plane
+axis that a (2+1)D convolution treats separately.
+
+Memory format: every block is made of ``Conv{2,3}d``, ``BatchNorm``, ``ReLU``,
+``MaxPool``, ``ConvTranspose`` and ``F.interpolate`` (all of which have
+channels-last kernels in PyTorch) and ``torch.cat`` along channels. No block calls
+``.contiguous()``, ``view`` or ``permute``, so a model moved to
+``torch.channels_last_3d`` (``channels_last`` in 2D) keeps that format end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV_MODES = ("3d", "2+1d")
+UPSAMPLE_MODES = ("transpose", "linear")
+MID_CHANNEL_MODES = ("out", "matched")
+PAD_MODES = ("replicate", "zeros")
+
+
+def _conv_cls(spatial_dims: int) -> type[nn.Module]:
+    return {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+
+
+def _norm_cls(spatial_dims: int) -> type[nn.Module]:
+    return {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims]
+
+
+def matched_mid_channels(in_channels: int, out_channels: int) -> int:
+    """Mid width that gives a (2+1)D pair the parameter count of one 3×3×3 conv.
+
+    Tran et al. 2018 ("A closer look at spatiotemporal convolutions", R(2+1)D), eq. 1
+    with a 3×3 spatial and 3-tap temporal kernel:
+    ``M = floor(27·Cin·Cout / (9·Cin + 3·Cout))``.
+    """
+    return max(1, math.floor(27 * in_channels * out_channels / (9 * in_channels + 3 * out_channels)))
+
+
+class Conv2Plus1d(nn.Sequential):
+    """(2+1)D replacement of one 3×3×3 convolution (study A's report; Tran et al. 2018).
+
+    ``Conv3d(k=(3,3,1))`` (in-plane, over X and Y) → ``BatchNorm3d`` → ``ReLU`` →
+    ``Conv3d(k=(1,1,3))`` (through-plane, over the last axis Z). Both convolutions are
+    bias-free because a BatchNorm follows each of them (the second one's BatchNorm
+    is the enclosing level's). This is the definition in the seed *report*; the
+    seed's code built a different block, which we do not reproduce.
+
+    ``mid_channels`` is the width between the two convolutions: ``out_channels`` by
+    default (the cheap choice, fewer FLOPs and activations than the R(2+1)D
+    parameter-matched width; see :func:`matched_mid_channels`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None):
+        mid = out_channels if mid_channels is None else int(mid_channels)
+        super().__init__(
+            nn.Conv3d(in_channels, mid, kernel_size=(3, 3, 1), padding=(1, 1, 0), bias=False),
+            nn.BatchNorm3d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid, out_channels, kernel_size=(1, 1, 3), padding=(0, 0, 1), bias=False),
+        )
+
+
+def make_conv(spatial_dims: int, in_channels: int, out_channels: int, conv: str = "3d",
+              mid_channels: str = "out") -> nn.Module:
+    """One bias-free "3×3" convolution: full kernel (``conv="3d"``) or (2+1)D."""
+    if conv == "3d":
+        return _conv_cls(spatial_dims)(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+    mid = out_channels if mid_channels == "out" else matched_mid_channels(in_channels, out_channels)
+    return Conv2Plus1d(in_channels, out_channels, mid)
+
+
+class DoubleConv(nn.Sequential):
+    """One U-Net level: ``[conv 3×3(×3), no bias → BatchNorm → ReLU] × 2`` (Ronneberger 2015)."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, conv: str = "3d",
+                 mid_channels: str = "out"):
+        norm = _norm_cls(spatial_dims)
+        super().__init__(
+            make_conv(spatial_dims, in_channels, out_channels, conv, mid_channels),
+            norm(out_channels),
+            nn.ReLU(inplace=True),
+            make_conv(spatial_dims, out_channels, out_channels, conv, mid_channels),
+            norm(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class LinearUpsample(nn.Module):
+    """Bilinear/trilinear ×2 up-sampling with a 1×1(×1) convolution changing the width.
+
+    The 1×1 convolution is applied *before* interpolating. Linear interpolation is a
+    convex combination of neighbouring voxels (weights sum to 1) and a 1×1 convolution
+    is an affine map of each voxel's channel vector, so the two commute exactly:
+    ``conv(up(x)) == up(conv(x))``; convolving first costs 2^d times fewer operations
+    and memory. ``align_corners=False`` (PyTorch's default).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int):
+        super().__init__()
+        self.mode = {2: "bilinear", 3: "trilinear"}[spatial_dims]
+        self.conv = _conv_cls(spatial_dims)(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.conv(x), scale_factor=2, mode=self.mode, align_corners=False)
+
+
+def make_upsample(spatial_dims: int, in_channels: int, out_channels: int, upsample: str) -> nn.Module:
+    """×2 up-sampling halving the width: transposed conv (k=2, s=2) or linear + 1×1 conv."""
+    if upsample == "transpose":
+        cls = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[spatial_dims]
+        return cls(in_channels, out_channels, kernel_size=2, stride=2)
+    return LinearUpsample(spatial_dims, in_channels, out_channels)
+
+
+class UpBlock(nn.Module):
+    """Decoder level: up-sample the deeper map, concatenate the skip, :class:`DoubleConv`."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, skip_channels: int, out_channels: int,
+                 upsample: str, conv: str = "3d", mid_channels: str = "out"):
+        super().__init__()
+        self.up = make_upsample(spatial_dims, in_channels, skip_channels, upsample)
+        self.conv = DoubleConv(spatial_dims, 2 * skip_channels, out_channels, conv, mid_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "replicate"
+                    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Pad the spatial axes of ``x`` at their far end up to a multiple of ``multiple``.
+
+    Returns the padded tensor and the original spatial size (for :func:`crop_to`).
+    ``mode`` is ``"replicate"`` (edge values) or ``"zeros"``. No copy is made when no
+    axis needs padding.
+    """
+    size = tuple(int(s) for s in x.shape[2:])
+    extra = [(-s) % multiple for s in size]
+    if not any(extra):
+        return x, size
+    pads: list[int] = []
+    for e in reversed(extra):  # F.pad lists the last axis first
+        pads += [0, e]
+    if mode == "replicate":
+        return F.pad(x, pads, mode="replicate"), size
+    return F.pad(x, pads, mode="constant", value=0.0), size
+
+
+def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Crop the spatial axes of ``x`` back to ``size`` (a view, no copy)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return x[(slice(None), slice(None), *(slice(0, s) for s in size))]
