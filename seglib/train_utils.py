@@ -239,6 +239,9 @@ def reseed_loader(loader: Any, seed: int, epoch: int) -> bool:
     """
     found = False
     s = epoch_seed(seed, epoch)
+    dataset = getattr(loader, "dataset", None)
+    if callable(getattr(dataset, "set_epoch", None)):  # samplers that draw patches/slices per epoch
+        dataset.set_epoch(epoch)
     gens = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
     seen: list[torch.Generator] = []
     for g in gens:

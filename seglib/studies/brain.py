@@ -1,0 +1,214 @@
+"""Study C: brain lower-grade glioma (Kaggle LGG), 2D U-Net and U-Net++; losses and optimisers.
+
+Tables C1 (training per optimiser), C2 (U-Net vs U-Net++), the results table with CIs and
+Holm-corrected paired tests, and the claims of the seed tested on per-volume DSC.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from seglib.data.cache import cached_arrays
+from seglib.stats import paired_test, test_claim
+from seglib.studies import slices2d
+from seglib.studies.tables import results_table
+
+METRICS = ["dice", "precision", "recall", "hd95"]
+LOSS_NAMES = {"dice": "Dice", "bce": "BCE", "log_cosh_dice": "log-cosh Dice", "shape_aware": "shape-aware"}
+MODEL_NAMES = {"unet": "U-Net", "unetpp": "U-Net++"}
+OPTIM_NAMES = {"adam": "Adam", "sgd": "SGD"}
+BASELINE = ("unet", "dice", "adam")
+# the seed's best validation mean DSC (Table of the seed; U-Net++ with log-cosh Dice: 0.914266 / 0.914497)
+SEED_DSC = {("unet", "dice", "adam"): 0.915472, ("unet", "bce", "adam"): 0.914088,
+            ("unet", "log_cosh_dice", "adam"): 0.911516, ("unet", "shape_aware", "adam"): 0.914978,
+            ("unet", "dice", "sgd"): 0.812136, ("unet", "bce", "sgd"): 0.798099,
+            ("unet", "log_cosh_dice", "sgd"): 0.794323, ("unet", "shape_aware", "sgd"): 0.793439,
+            ("unetpp", "dice", "adam"): 0.913730, ("unetpp", "log_cosh_dice", "adam"): 0.914497}
+
+
+def arrays(prepared, data_cfg: dict) -> dict:
+    """Buda's per-volume preprocessing of every labelled case, cached, split into train/val slices."""
+    from seglib.data.preprocess import buda_preprocess, extract_slices, stack_volumes
+
+    cases = prepared.cases
+    key = {"study": "brain", "fingerprint": prepared.fingerprint, "size": data_cfg["size"],
+           "normalize": data_cfg["normalize"], "ids": [c.id for c in cases]}
+
+    def build():
+        if data_cfg["normalize"] == "buda":
+            return stack_volumes([buda_preprocess(c, data_cfg["size"]) for c in cases], [c.id for c in cases])
+        return extract_slices(cases, data_cfg["size"], normalise=None)
+
+    slices = cached_arrays(key, build, prepared.cache_dir)
+    slices["mask"] = slices["mask"].astype(np.uint8)
+    return slices2d.split_arrays(slices, prepared.train_ids, prepared.val_ids)
+
+
+in_channels = slices2d.in_channels
+
+
+def datasets(arrays: dict, cell: dict):
+    return slices2d.datasets(arrays, cell, "brain")
+
+
+def evaluate(model, arrays, cell, loss_fn, device, precision):
+    examples = slices2d.example_slices(arrays, 4)
+    return slices2d.evaluate(model, arrays, cell, loss_fn, device, precision, examples=examples)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def with_names(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add readable ``model``, ``loss``, ``optimizer`` columns and a ``name`` ("U-Net + Dice + Adam")."""
+    out = runs.copy()
+    for col, default in (("model", "unet"), ("loss", "dice"), ("optim", "adam")):
+        if col not in out:
+            out[col] = default
+    out["name"] = [f"{MODEL_NAMES[m]} + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"
+                   for m, l, o in zip(out["model"], out["loss"], out["optim"])]
+    return out
+
+
+def named_cases(grid) -> pd.DataFrame:
+    """Per-case metrics with ``config`` replaced by the readable name."""
+    return with_names(grid.cases).assign(config=lambda d: d["name"])
+
+
+def baseline_name() -> str:
+    m, l, o = BASELINE
+    return f"{MODEL_NAMES[m]} + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def table_c1(grid, cfg) -> pd.DataFrame:
+    """C1: training per optimiser (U-Net): loss, lr, max epoch, batch, converge time (best epoch),
+    training time, time per epoch, best validation mean DSC; means over seeds, the seed's DSC beside."""
+    runs = with_names(grid.runs)
+    runs = runs[runs["model"] == "unet"]
+    cases = named_cases(grid)
+    dsc = cases.groupby(["name", "seed"])["dice"].mean().groupby("name").mean()
+    rows = []
+    for name, sub in runs.groupby("name", sort=False):
+        m, l, o = sub.iloc[0][["model", "loss", "optim"]]
+        lr = cfg.optim.lr if o == cfg.optim.name else {"adam": 1e-4, "sgd": 1e-3}.get(o)
+        rows.append({"optimizer": OPTIM_NAMES[o], "loss": LOSS_NAMES[l], "lr": lr,
+                     "max epoch": int(sub["epochs_run"].max()), "batch": cfg.train.batch_size,
+                     "converge time (best epoch)": float(sub["best_epoch"].mean()),
+                     "training time (s)": float(sub["train_time_s"].mean()),
+                     "time per epoch (s)": float(sub["time_per_epoch_s"].mean()),
+                     "validation mean DSC (per volume)": float(dsc.get(name, np.nan)),
+                     "seed's DSC": SEED_DSC.get((m, l, o), np.nan)})
+    return pd.DataFrame(rows).sort_values(["optimizer", "loss"], kind="stable").reset_index(drop=True)
+
+
+def table_c2(grid) -> pd.DataFrame:
+    """C2: U-Net against U-Net++ with the same loss and optimiser, paired per volume."""
+    cases = with_names(grid.cases)
+    rows = []
+    for (l, o), sub in cases.groupby(["loss", "optim"], sort=False):
+        if set(sub["model"]) != {"unet", "unetpp"}:
+            continue
+        per_case = sub.groupby(["model", "case_id"])["dice"].mean().unstack("model")
+        t = paired_test(per_case["unetpp"].to_numpy(), per_case["unet"].to_numpy())
+        rows.append({"loss": LOSS_NAMES[l], "optimizer": OPTIM_NAMES[o],
+                     "U-Net DSC": per_case["unet"].mean(), "U-Net++ DSC": per_case["unetpp"].mean(),
+                     "difference (points)": 100 * (per_case["unetpp"].mean() - per_case["unet"].mean()),
+                     "seed's U-Net": SEED_DSC.get(("unet", l, o)), "seed's U-Net++": SEED_DSC.get(("unetpp", l, o)),
+                     "Wilcoxon p": t["p"], "cases": t["n"]})
+    return pd.DataFrame(rows)
+
+
+def table_results(grid) -> pd.DataFrame:
+    """Every configuration: per-volume metrics, mean [95 % CI], and the paired test against U-Net + Dice + Adam."""
+    cases = named_cases(grid)
+    return results_table(cases, METRICS, baseline_name())
+
+
+def optimizer_pairs(grid) -> tuple[pd.Series, pd.Series]:
+    """Per-volume DSC with Adam and with SGD (U-Net, averaged over losses and seeds), paired by case."""
+    cases = with_names(grid.cases)
+    cases = cases[cases["model"] == "unet"]
+    per = cases.groupby(["optim", "case_id"])["dice"].mean().unstack("optim")
+    return per.get("adam", pd.Series(dtype=float)), per.get("sgd", pd.Series(dtype=float))
+
+
+def claims(grid) -> list[dict]:
+    cases = with_names(grid.cases)
+    out = []
+    adam, sgd = optimizer_pairs(grid)
+    if len(adam) and len(sgd):
+        c = test_claim(adam.to_numpy(), sgd.to_numpy(), "Adam beats SGD", "greater", name_a="Adam", name_b="SGD")
+        out.append(_claim("C-adam-sgd", "Adam beats SGD", "Adam 0.911-0.915 vs SGD 0.793-0.812 DSC", c))
+    unet = cases[(cases["model"] == "unet") & (cases["optim"] == "adam")]
+    pp = cases[(cases["model"] == "unetpp") & (cases["optim"] == "adam")]
+    if len(pp):
+        losses = sorted(set(pp["loss"]))
+        a = pp[pp["loss"].isin(losses)].groupby("case_id")["dice"].mean()
+        b = unet[unet["loss"].isin(losses)].groupby("case_id")["dice"].mean()
+        t = paired_test(a.to_numpy(), b.reindex(a.index).to_numpy())
+        diff = 100 * (a.mean() - b.mean())
+        verdict = "inconclusive" if not np.isfinite(t["p"]) else (
+            "supported" if diff > 0 and t["p"] >= 0.05 else "not supported")
+        out.append({"id": "C-unetpp", "claim": "U-Net++ beats U-Net, but not significantly",
+                    "seed_says": "U-Net++ 0.2-0.3 points higher, not significant (untested)",
+                    "measured": f"U-Net++ − U-Net = {diff:+.2f} points of DSC (two-sided Wilcoxon p = {t['p']:.3g}, "
+                                f"{t['n']} volumes)", "p": _num(t["p"]), "verdict": verdict})
+    good = unet[unet["loss"].isin(["dice", "shape_aware"])].groupby("case_id")["dice"].mean()
+    bad = unet[unet["loss"].isin(["bce", "log_cosh_dice"])].groupby("case_id")["dice"].mean()
+    if len(good) and len(bad):
+        c = test_claim(good.to_numpy(), bad.reindex(good.index).to_numpy(),
+                       "Dice and shape-aware beat BCE and log-cosh Dice", "greater")
+        out.append(_claim("C-losses", "Dice and shape-aware beat BCE and log-cosh Dice",
+                          "Dice 0.9155 and shape-aware 0.9150 vs BCE 0.9141 and log-cosh 0.9115 (Adam)", c))
+    return out
+
+
+def _claim(cid, claim, seed_says, c) -> dict:
+    return {"id": cid, "claim": claim, "seed_says": seed_says, "measured": c["measured"], "p": _num(c["p"]),
+            "verdict": c["verdict"]}
+
+
+def _num(x):
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def headline(grid) -> dict:
+    cases = named_cases(grid)
+    per = cases.groupby(["config", "seed"])["dice"].mean().groupby("config").mean().sort_values(ascending=False)
+    return {"best_config": per.index[0], "best_mean_dsc": float(per.iloc[0]),
+            "baseline_mean_dsc": float(per.get(baseline_name(), np.nan)),
+            "mean_dsc": {k: float(v) for k, v in per.items()}}
+
+
+def per_volume(grid, name: str | None = None) -> pd.Series:
+    """Per-volume DSC (mean over seeds) of one configuration (default the baseline), for C4."""
+    cases = named_cases(grid)
+    name = name or baseline_name()
+    return cases[cases["config"] == name].groupby("case_id")["dice"].mean()
+
+
+def examples(grid, name: str | None = None, seed: int | None = None) -> list[dict]:
+    """C5: the stored example slices of one run (image FLAIR channel, truth, prediction)."""
+    runs = with_names(grid.runs)
+    name = name or baseline_name()
+    sub = runs[runs["name"] == name]
+    row = sub.iloc[0] if seed is None else sub[sub["seed"] == seed].iloc[0]
+    preds = grid.predictions[row["key"]]
+    items = []
+    for k in sorted(p for p in preds if p.endswith("/pred")):
+        s = k.split("/")[0]
+        img = np.asarray(preds[f"{s}/image"], dtype=np.float32)
+        truth = np.asarray(preds[f"{s}/truth"])
+        items.append({"image": img[1] if img.ndim == 3 and img.shape[0] > 1 else img.reshape(img.shape[-2:]),
+                      "truth": truth, "pred": np.asarray(preds[k]),
+                      "label": f"{s}: tumour {int(truth.sum())} px"})
+    return items
+
+
+def named_history(grid) -> pd.DataFrame:
+    """Per-epoch history with ``config`` replaced by the readable name (for C3)."""
+    return with_names(grid.history).assign(config=lambda d: d["name"])

@@ -1,0 +1,108 @@
+"""A notebook's handle on its study: paths, data, tables and figures written beside the executed notebook."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seglib.config import StudyConfig
+from seglib.execute import Paths, paths as find_paths
+from seglib.studies.common import GridResults, Prepared, prepare, run_grid, write_outputs
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    "stroke": "A. Ischemic stroke lesions in 3D: (2+1)D convolution, input size and loss",
+    "prostate": "B. Prostate gland in 2D: BCE against Tversky losses over α",
+    "brain": "C. Brain lower-grade glioma in 2D: losses, optimisers, U-Net and U-Net++",
+}
+
+
+@dataclass
+class Session:
+    cfg: StudyConfig
+    paths: Paths
+    out_dir: Path
+    prepared: Prepared | None = None
+    grid: GridResults | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.cfg.study]
+
+    def data(self) -> Prepared:
+        if self.prepared is None:
+            self.prepared = prepare(self.cfg, self.paths)
+        return self.prepared
+
+    def run(self, force: bool = False) -> GridResults:
+        """Every run of the grid: trained now if the cache lacks it, read back otherwise."""
+        self.grid = run_grid(self.cfg, self.data(), self.paths, force=force)
+        return self.grid
+
+    def table(self, df: pd.DataFrame, label: str) -> pd.DataFrame:
+        """Record ``df`` as table ``label`` (written as CSV at the end) and return it for display."""
+        if not label.startswith("tbl-"):
+            raise ValueError(f"table label {label!r} must start with 'tbl-' (Quarto's cross-reference prefix)")
+        if df.empty:
+            raise ValueError(f"table {label} is empty: nothing was measured for it")
+        self.tables[label] = df
+        return df
+
+    def figure(self, fig, label: str):
+        """Save ``fig`` as ``figures/<label>.png`` beside the executed notebook; return the PNG for display.
+
+        The PNG is returned as an ``IPython.display.Image`` so the notebook shows exactly the file that
+        was written, whatever matplotlib backend the kernel runs."""
+        if not label.startswith("fig-"):
+            raise ValueError(f"figure label {label!r} must start with 'fig-' (Quarto's cross-reference prefix)")
+        path = self.out_dir / "figures" / f"{label.removeprefix('fig-')}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        self.figures[label] = path
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        from IPython.display import Image
+
+        return Image(data=path.read_bytes(), format="png")
+
+    def finish(self, claims: list[dict], headline: dict):
+        """Write ``results.json``: claims, headline numbers, tables and provenance."""
+        tables = {k.removeprefix("tbl-"): v for k, v in self.tables.items()}
+        path = write_outputs(self.out_dir, self.cfg, self.data(), self.grid, tables, claims,
+                             _plain(headline), self.title)
+        log.info("results written to %s", path.parent)
+        from IPython.display import Markdown
+
+        return Markdown(f"Results written to `{path.parent}`: {len(tables)} tables, {len(self.figures)} figures, "
+                        f"{len(claims)} claims.")
+
+
+def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Session:
+    """Start a study notebook: locate the project, the output folder (default ``build/executed/<study>``)."""
+    p = find_paths()
+    out = Path(output_dir) if output_dir else p.results(cfg.study)
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.rcParams["figure.dpi"] = 100
+    return Session(cfg, p, out)
+
+
+def _plain(d):
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    if isinstance(d, (np.floating, float)):
+        return None if not np.isfinite(d) else float(d)
+    if isinstance(d, np.integer):
+        return int(d)
+    return d

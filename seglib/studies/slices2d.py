@@ -1,0 +1,138 @@
+"""The 2D studies' shared pipeline (B prostate, C brain): slices in, per-volume metrics out.
+
+A study module builds its cached slice arrays (``image (N, C, S, S)``, ``mask (N, S, S)``,
+``patient (N,)``, ``slice (N,)``) and this module does the rest: datasets with the study's
+augmentation and slice sampling, prediction of the validation slices, per-volume metrics
+(slices regrouped by patient before measuring), a per-case loss, and the stored examples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from seglib.data.sampling import slice_weights
+from seglib.data.transforms import SliceDataset, build_augmentation
+from seglib.metrics import largest_connected_component, volume_metrics
+
+
+def split_arrays(slices: dict, train_ids, val_ids) -> dict:
+    """``train_*`` and ``val_*`` arrays from the slice stack, by patient."""
+    patient = slices["patient"].astype(str)
+    out = {}
+    for part, ids in (("train", train_ids), ("val", val_ids)):
+        sel = np.isin(patient, list(ids))
+        if not sel.any():
+            raise ValueError(f"no {part} slices: none of the patients {sorted(ids)} is in the slice stack")
+        for k, v in slices.items():
+            out[f"{part}_{k}"] = v[sel]
+    return out
+
+
+def in_channels(arrays: dict) -> int:
+    return int(arrays["train_image"].shape[1])
+
+
+def datasets(arrays: dict, cell: dict, augmentation: str):
+    """Training slices (augmented, optionally drawn ∝ lesion area + uniform share) and validation slices."""
+    d, seed = cell["data"], cell["train"]["seed"]
+    transform = build_augmentation(augmentation, seed=seed) if d["augment"] else None
+    weights = groups = None
+    if d["slice_sampling"] == "lesion_weighted":
+        patients = arrays["train_patient"].astype(str)
+        areas = arrays["train_mask"].reshape(len(patients), -1).sum(axis=1).astype(float)
+        weights = np.empty(len(patients))
+        for p in np.unique(patients):
+            sel = patients == p
+            weights[sel] = slice_weights(areas[sel])
+        groups = patients
+    train = SliceDataset(arrays["train_image"], arrays["train_mask"][:, None], transform=transform,
+                         weights=weights, samples_per_epoch=d["samples_per_epoch"], seed=seed, groups=groups)
+    val = SliceDataset(arrays["val_image"], arrays["val_mask"][:, None])
+    return train, val
+
+
+def predict_val(model, arrays: dict, cell: dict, device, precision) -> np.ndarray:
+    """Foreground probabilities of every validation slice, ``(N, S, S)`` float32."""
+    from seglib.train import make_loader, predict_batches
+
+    _, val = datasets(arrays, {**cell, "data": {**cell["data"], "augment": False}}, "none")
+    loader = make_loader(val, cell["train"]["batch_size"], shuffle=False, seed=0)
+    probs = [torch.sigmoid(logits)[:, 0].numpy() for logits, _ in predict_batches(model, loader, device, precision)]
+    return np.concatenate(probs).astype(np.float32)
+
+
+def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, largest_component: bool = False,
+             examples=None):
+    """Per-volume metrics of the validation patients, their per-case loss, and example predictions.
+
+    ``examples``: indices of validation slices whose image, truth and prediction are stored
+    (``"slice<i>/image|truth|pred"``) for the figures.
+    """
+    probs = predict_val(model, arrays, cell, device, precision)
+    pred = (probs >= cell["train"]["threshold"]).astype(np.uint8)
+    truth = arrays["val_mask"].astype(np.uint8)
+    patients = arrays["val_patient"].astype(str)
+    if largest_component:
+        for p in np.unique(patients):
+            sel = np.flatnonzero(patients == p)
+            vol = largest_connected_component(np.stack([pred[i] for i in sel], axis=-1))
+            for j, i in enumerate(sel):
+                pred[i] = vol[..., j]
+    frame = volume_metrics(list(pred), list(truth), list(patients))
+    frame = frame.rename(columns={frame.columns[0]: "case_id"}) if "case_id" not in frame else frame
+    # per-case loss: the loss of the logits of each patient's slices (logit = log(p / (1 - p)))
+    losses = {}
+    with torch.no_grad():
+        for p in np.unique(patients):
+            sel = patients == p
+            pr = torch.from_numpy(np.clip(probs[sel], 1e-6, 1 - 1e-6))[:, None]
+            logits = torch.log(pr) - torch.log1p(-pr)
+            tgt = torch.from_numpy(truth[sel][:, None].astype(np.float32))
+            losses[p] = float(loss_fn(logits, tgt))
+    frame["loss"] = frame["case_id"].map(losses)
+    predictions = {}
+    for i in examples if examples is not None else []:
+        predictions[f"slice{i}/image"] = arrays["val_image"][i].astype(np.float16)
+        predictions[f"slice{i}/truth"] = truth[i]
+        predictions[f"slice{i}/pred"] = pred[i]
+        predictions[f"slice{i}/prob"] = probs[i].astype(np.float16)
+    return frame, predictions
+
+
+def example_slices(arrays: dict, n: int) -> list[int]:
+    """Validation slices to show: tumour areas from small to large, plus the most irregular outline."""
+    masks = arrays["val_mask"]
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    idx = np.flatnonzero(areas > 0)
+    if idx.size == 0:
+        return list(range(min(n, len(masks))))
+    order = idx[np.argsort(areas[idx], kind="stable")]
+    picks = [int(order[int(round(q * (len(order) - 1)))]) for q in np.linspace(0, 1, max(n - 1, 1))]
+    # irregularity: boundary pixels per sqrt(area), the most irregular outline among the rest
+    edges = np.array([_boundary(masks[i]) / np.sqrt(areas[i]) for i in order])
+    picks.append(int(order[int(np.argmax(edges))]))
+    return list(dict.fromkeys(picks))[:n]
+
+
+def _boundary(mask: np.ndarray) -> int:
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:] &= m[:-1]
+    inner[:-1] &= m[1:]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return int((m & ~inner).sum())
+
+
+def example_frame(grid, key_order=None) -> pd.DataFrame:
+    """The stored example slices of every run: one row per (run, slice) with the arrays."""
+    rows = []
+    for key, preds in grid.predictions.items():
+        for name in preds:
+            if name.endswith("/pred"):
+                s = name.split("/")[0]
+                rows.append({"key": key, "slice": s, "image": preds[f"{s}/image"], "truth": preds[f"{s}/truth"],
+                             "pred": preds[name]})
+    return pd.DataFrame(rows)

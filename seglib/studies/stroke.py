@@ -1,0 +1,184 @@
+"""Study A: ischemic stroke lesions in 3D ((2+1)D convolution, input size, DiceBCE vs GDL+CE).
+
+The four functions the runner (:mod:`seglib.studies.common`) calls:
+
+* :func:`arrays`: every labelled case resized to ``data.size``³ (images trilinear; masks nearest,
+  or trilinear as the seed's ``grid_sample`` did with ``mask_interp="linear_as_published"``),
+  optionally z-scored, cached on disk;
+* :func:`datasets`: whole volumes (``data.sampler="none"``) or patches drawn by the bounded
+  rejection sampler / the lesion-aware sampler (:class:`seglib.data.sampling.PatchDataset`);
+* :func:`evaluate`: one prediction per held-out volume (whole volume, or MONAI's
+  ``sliding_window_inference`` with the patch as window when trained on patches), the metrics of
+  :func:`seglib.metrics.case_metrics` in millimetres of the original grid, and the loss of each
+  volume alone;
+* :func:`in_channels`.
+
+Masks resampled ``linear_as_published`` stay soft (values in [0, 1]) for **training**, as in the
+seed, while the held-out truth is that soft mask thresholded at 0.5, since metrics need a binary
+truth. The tables, claims and texts of the notebook are in :mod:`seglib.studies.stroke_report`;
+the memory / time measurement (A2) and the sampler study (A5) in
+:mod:`seglib.studies.stroke_measure`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from seglib.studies.stroke_measure import memory_and_time, memory_benchmark, sampler_benchmark, sampler_study
+from seglib.studies.stroke_report import (
+    baseline_label, claims, describe_a1, describe_a2, describe_a5, describe_a6, headline, overlay_cases, table_a1,
+    table_a2, table_a5,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["arrays", "datasets", "evaluate", "in_channels", "VolumeDataset", "memory_and_time", "memory_benchmark",
+           "sampler_study", "sampler_benchmark", "table_a1", "table_a2", "table_a5", "describe_a1", "describe_a2",
+           "describe_a5", "describe_a6", "claims", "headline", "baseline_label", "overlay_cases"]
+
+STUDY = "stroke"
+
+
+def _mask_threshold(mask_interp: str) -> float | None:
+    return 0.5 if mask_interp == "linear_as_published" else None
+
+
+def _build(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
+    from seglib.data.preprocess import preprocess_volume
+
+    size, interp = int(data_cfg["size"]), data_cfg["mask_interp"]
+    zscore = data_cfg["normalize"] == "zscore"
+    if data_cfg["normalize"] not in ("none", "zscore"):
+        raise ValueError(f"data.normalize = {data_cfg['normalize']!r}: study A offers 'none' (as published) or "
+                         f"'zscore'.")
+    out: dict[str, list] = {k: [] for k in ("train_image", "train_mask", "val_image", "val_mask", "val_spacing")}
+    for split, ids in (("train", prepared.train_ids), ("val", prepared.val_ids)):
+        for cid in ids:
+            case = prepared.case(cid)
+            # training masks keep the seed's soft values; the held-out truth is binarised at 0.5
+            thr = None if split == "train" else _mask_threshold(interp)
+            item = preprocess_volume(case, size, mask_interp=interp, threshold=thr, zscore=zscore)
+            out[f"{split}_image"].append(item["image"].astype(np.float32))
+            mask = item["mask"]
+            out[f"{split}_mask"].append(mask.astype(np.float32 if mask.dtype.kind == "f" else np.uint8))
+            if split == "val":
+                native = np.asarray(case.image.shape[1:], float)
+                out["val_spacing"].append(np.asarray(case.spacing, float) * native / size)
+    if not out["train_image"] or not out["val_image"]:
+        raise ValueError(f"{STUDY}: need at least one training and one validation case, got "
+                         f"{len(prepared.train_ids)} and {len(prepared.val_ids)}.")
+    arrays = {k: np.stack(v) for k, v in out.items()}
+    arrays["val_ids"] = np.array(prepared.val_ids)
+    arrays["train_ids"] = np.array(prepared.train_ids)
+    return arrays
+
+
+def arrays(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
+    """Preprocessed stacks of the split, cached in ``prepared.cache_dir``.
+
+    Returns ``train_image (N, C, S, S, S)`` float32, ``train_mask (N, S, S, S)`` (uint8, or
+    float32 in [0, 1] for ``linear_as_published``), ``val_image``, ``val_mask`` (binary uint8),
+    ``val_ids``, ``train_ids`` and ``val_spacing (N, 3)``: the original spacing × original
+    shape / S, in mm, so volumes and distances are those of the patient.
+    """
+    from seglib.data.cache import cached_arrays
+
+    key = {"study": STUDY, "what": "volumes", "fingerprint": prepared.fingerprint, "size": int(data_cfg["size"]),
+           "mask_interp": data_cfg["mask_interp"], "normalize": data_cfg["normalize"],
+           "channels": data_cfg.get("channels"), "train": list(prepared.train_ids), "val": list(prepared.val_ids)}
+    return cached_arrays(key, lambda: _build(prepared, data_cfg), prepared.cache_dir)
+
+
+def in_channels(arrays: dict[str, np.ndarray]) -> int:
+    return int(arrays["train_image"].shape[1])
+
+
+class VolumeDataset(Dataset):
+    """Whole volumes: ``{"image": (C, S, S, S) float32, "mask": (1, S, S, S) float32}``."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray):
+        if len(images) != len(masks):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks.")
+        self.images, self.masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": torch.as_tensor(np.ascontiguousarray(self.images[i]), dtype=torch.float32),
+                "mask": torch.as_tensor(np.ascontiguousarray(self.masks[i][None]), dtype=torch.float32)}
+
+
+def datasets(arrays: dict[str, np.ndarray], cell: dict):
+    """Training set (whole volumes, or patches from the cell's sampler) and the whole validation volumes."""
+    from seglib.data.sampling import PatchDataset
+
+    d = cell["data"]
+    val = VolumeDataset(arrays["val_image"], arrays["val_mask"])
+    if d["sampler"] == "none":
+        return VolumeDataset(arrays["train_image"], arrays["train_mask"]), val
+    patch = int(d["patch_size"] or max(4, int(d["size"]) // 2))
+    train = PatchDataset(list(arrays["train_image"]), list(arrays["train_mask"]), patch_size=patch,
+                         sampler=d["sampler"], threshold=d["threshold"],
+                         samples_per_epoch=d["samples_per_epoch"], seed=int(cell["train"]["seed"]))
+    return train, val
+
+
+@torch.no_grad()
+def _predict(model, image: np.ndarray, device, precision: str, patch: int | None) -> torch.Tensor:
+    from seglib.train_utils import autocast
+
+    x = torch.as_tensor(image[None], dtype=torch.float32, device=device)
+    with autocast(device, precision):
+        if patch is None:
+            logits = model(x)
+        else:
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(x, roi_size=(patch,) * 3, sw_batch_size=1, predictor=model,
+                                              overlap=0.25, mode="gaussian")
+    return logits.float()
+
+
+def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, precision: str):
+    """Per-case metrics and loss of the held-out volumes, and the best and worst case's volumes.
+
+    The prediction is ``sigmoid(logits) >= train.threshold``; metrics are
+    :func:`seglib.metrics.case_metrics` with ``val_spacing`` (so ``volume_diff`` is in ml).
+    ``case_loss`` repeats ``loss`` under a name no grid axis can take.
+    Returns ``(DataFrame[case_id, dice, …, loss, case_loss], {"<case>/image" (first channel, float16),
+    "<case>/truth", "<case>/pred" (uint8), "<case>/spacing" (mm)})`` for the best and the worst case by Dice.
+    """
+    from seglib.metrics import case_metrics
+
+    d = cell["data"]
+    patch = None if d["sampler"] == "none" else int(d["patch_size"] or max(4, int(d["size"]) // 2))
+    threshold = float(cell["train"]["threshold"])
+    model.eval()
+    rows, preds = [], {}
+    for image, truth, cid, spacing in zip(arrays["val_image"], arrays["val_mask"], arrays["val_ids"],
+                                          arrays["val_spacing"]):
+        logits = _predict(model, image, device, precision, patch)
+        target = torch.as_tensor(truth[None, None], dtype=torch.float32, device=logits.device)
+        loss = float(loss_fn(logits, target).item())
+        pred = (torch.sigmoid(logits)[0, 0] >= threshold).cpu().numpy().astype(np.uint8)
+        rows.append({"case_id": str(cid), **case_metrics(pred, truth.astype(bool), spacing), "loss": loss,
+                     "case_loss": loss})
+        preds[str(cid)] = pred
+    df = pd.DataFrame(rows)
+    dice = df["dice"].fillna(-1.0)
+    keep = dict.fromkeys([df["case_id"].iloc[int(dice.idxmax())], df["case_id"].iloc[int(dice.idxmin())]])
+    ids = [str(c) for c in arrays["val_ids"]]
+    out = {}
+    for cid in keep:
+        i = ids.index(cid)
+        out[f"{cid}/image"] = arrays["val_image"][i, 0].astype(np.float16)
+        out[f"{cid}/truth"] = arrays["val_mask"][i].astype(np.uint8)
+        out[f"{cid}/pred"] = preds[cid]
+        out[f"{cid}/spacing"] = np.asarray(arrays["val_spacing"][i], np.float32)
+    return df, out

@@ -1,0 +1,234 @@
+"""Study A's measurements outside the training grid: memory and time per step (A2) and the patch
+samplers (A5).
+
+:func:`memory_and_time` is the function the benchmark script calls as well. Peak memory on CUDA is
+``torch.cuda.max_memory_allocated`` after a reset; on CPU each configuration runs in a **fresh**
+Python process (``subprocess``) that reports ``ru_maxrss`` (the process-lifetime peak resident set
+size, which cannot be reset in-process) minus its value after the imports, so configurations do not
+inherit each other's peak. Results are cached as CSV, keyed by every parameter and the torch
+version, so re-rendering the report does not measure again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seglib.hashing import stable_hash
+
+log = logging.getLogger(__name__)
+
+MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "precision", "memory_format",
+                  "device", "batch", "features", "steps", "peak_source"]
+
+
+def _step_setup(conv: str, size: int, batch: int, features, in_channels: int, device, precision: str):
+    import torch
+
+    from seglib.losses import build_loss
+    from seglib.models import build_model, count_parameters
+
+    model = build_model("unet", spatial_dims=3, in_channels=in_channels, out_channels=1, features=tuple(features),
+                        upsample="linear", conv=conv).to(device)
+    model = model.to(memory_format=torch.channels_last_3d)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, in_channels, size, size, size, generator=gen).to(device)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    return model, x, y, build_loss("dice_bce"), opt, count_parameters(model)
+
+
+def _measure_here(conv: str, size: int, batch: int, features, steps: int, in_channels: int,
+                  device: str, precision: str) -> dict:
+    """One configuration in this process: ``steps`` timed training steps after one warm-up step."""
+    import torch
+
+    from seglib.train_utils import autocast, resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    base_rss = _maxrss_mb()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev) / 2**20
+    model, x, y, loss_fn, opt, n_params = _step_setup(conv, size, batch, features, in_channels, dev, prec)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(dev, prec):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(int(steps)):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        peak, source = torch.cuda.max_memory_allocated(dev) / 2**20 - base_cuda, "cuda max_memory_allocated"
+    else:
+        peak, source = _maxrss_mb() - base_rss, "ru_maxrss of a fresh process minus its value after imports"
+    return {"conv": conv, "size": int(size), "peak_mem_mb": float(peak),
+            "time_per_step_s": (time.perf_counter() - t0) / int(steps), "params": int(n_params),
+            "precision": prec, "memory_format": "channels_last_3d", "device": str(dev), "batch": int(batch),
+            "features": "-".join(map(str, features)), "steps": int(steps), "peak_source": source}
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _measure_fresh(args: dict) -> dict:
+    """Run :func:`_measure_here` in a new interpreter and read its JSON line back."""
+    code = ("import json, sys; import torch; import seglib.models, seglib.losses, seglib.train_utils; "
+            "from seglib.studies.stroke_measure import _measure_here; "
+            "print('RESULT ' + json.dumps(_measure_here(**json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                          check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"memory measurement of {args} failed (exit {proc.returncode}): "
+                           f"{proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+1d"), batch: int = 2,
+                    features: Sequence[int] = (16, 32, 64, 128), steps: int = 2, device: str = "auto",
+                    precision: str = "auto", in_channels: int = 2, cache_dir: str | Path | None = None,
+                    fresh_process: bool | None = None) -> pd.DataFrame:
+    """Peak memory and time per training step (forward + backward + SGD step) of the 3D U-Net.
+
+    For every ``conv`` in ``conv_modes`` and input ``size``³: a U-Net with ``features``, trilinear
+    up-sampling, ``channels_last_3d`` memory format (the faster format for both modes), DiceBCE,
+    batch ``batch`` of random inputs; one warm-up step then ``steps`` timed steps.
+    ``fresh_process`` (default: on for CPU) measures each configuration in its own interpreter.
+    Returns one row per configuration with :data:`MEMORY_COLUMNS`; cached as CSV in ``cache_dir``.
+    """
+    from seglib.train_utils import resolve_device, resolve_precision
+
+    import torch
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
+              "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 1}
+    path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
+    if path is not None and path.is_file():
+        log.info("memory/time measurement read from %s", path)
+        return pd.read_csv(path)
+    fresh = (dev.type == "cpu") if fresh_process is None else bool(fresh_process)
+    rows = []
+    for size in params["sizes"]:
+        for conv in conv_modes:
+            args = {"conv": conv, "size": size, "batch": int(batch), "features": params["features"],
+                    "steps": int(steps), "in_channels": int(in_channels), "device": str(dev), "precision": prec}
+            rows.append(_measure_fresh(args) if fresh else _measure_here(**args))
+            log.info("A2 %s %d³: %.0f MiB, %.3f s/step", conv, size, rows[-1]["peak_mem_mb"],
+                     rows[-1]["time_per_step_s"])
+    df = pd.DataFrame(rows, columns=MEMORY_COLUMNS)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".csv.tmp")
+        df.to_csv(tmp, index=False)
+        tmp.replace(path)
+    return df
+
+
+def memory_benchmark(session) -> pd.DataFrame:
+    """:func:`memory_and_time` with the study's settings (``settings.memory_*``), the training
+    device and precision, and the number of input channels of the data."""
+    cfg = session.cfg
+    s = cfg.settings
+    channels = cfg.data.channels or (("dwi", "adc") if cfg.data.dataset == "isles22" else ("t1w",))
+    return memory_and_time(s.memory_sizes, ("3d", "2+1d"), s.memory_batch, s.memory_features, s.memory_steps,
+                           device=cfg.train.device, precision=cfg.train.precision, in_channels=len(channels),
+                           cache_dir=session.paths.cache)
+
+
+# ----------------------------------------------------------------------------------------- A5
+def sampler_study(prepared, thresholds: Sequence[float], patch_size: int, n_patches: int, max_draws: int,
+                  seed: int | np.random.Generator = 0, return_patches: bool = False):
+    """Naive rejection sampling (as published, bounded) against lesion-aware sampling.
+
+    For every training case's native mask, threshold and sampler, ``n_patches`` patches of
+    ``patch_size``³ are requested (draws capped at ``max_draws``, lesion-centred fallback).
+    Returns one row per (sampler, threshold): ``acceptance_rate`` (accepted without fallback /
+    requested), ``draws_per_accepted``, ``lesion_fraction_mean`` (lesion voxels in the patch /
+    lesion voxels in the volume), ``lesion_fraction_sd``, ``fallbacks`` (count) and their reasons,
+    ``p_exact`` (rejection only: the exact per-draw acceptance probability from
+    :class:`~seglib.data.sampling.PatchIndex`, mean over cases) and ``draws_expected`` (mean of
+    1/p over cases where p > 0). ``return_patches=True`` returns ``(summary, patches)`` with one row
+    per requested patch (sampler, threshold, case_id, lesion_fraction, draws, accepted).
+    """
+    from seglib.data.sampling import PatchIndex, acceptance_stats, lesion_aware_sample, rejection_sample
+
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    masks = [(cid, prepared.case(cid).mask) for cid in prepared.train_ids]
+    masks = [(cid, m) for cid, m in masks if m is not None]
+    if not masks:
+        raise ValueError("sampler_study: no training case with a mask.")
+    patch = min(int(patch_size), *(min(m.shape) for _, m in masks))
+    indices = [(cid, PatchIndex(m, patch)) for cid, m in masks]
+    rows, patches = [], []
+    for sampler in ("rejection", "lesion_aware"):
+        for t in thresholds:
+            draws, p_exact = [], []
+            for cid, index in indices:
+                for _ in range(int(n_patches)):
+                    if sampler == "rejection":
+                        d = rejection_sample(index, patch, float(t), rng, max_draws=int(max_draws))
+                    else:
+                        d = lesion_aware_sample(index, patch, rng, threshold=float(t), max_draws=int(max_draws))
+                    draws.append(d)
+                    patches.append({"sampler": sampler, "threshold": float(t), "case_id": cid,
+                                    "lesion_fraction": d.lesion_fraction, "draws": d.draws, "accepted": d.accepted})
+                if sampler == "rejection":
+                    p_exact.append(index.acceptance_probability(float(t)))
+            st = acceptance_stats(draws)
+            fr = np.array([d.lesion_fraction for d in draws], float)
+            p = np.array(p_exact, float)
+            rows.append({"sampler": sampler, "threshold": float(t), "patch_size": patch, "cases": len(indices),
+                         "n_patches": st["n_patches"], "acceptance_rate": st["acceptance_rate"],
+                         "draws_per_accepted": st["draws_per_accepted"], "mean_draws": st["mean_draws"],
+                         "lesion_fraction_mean": st["mean_lesion_fraction"],
+                         "lesion_fraction_sd": float(np.nanstd(fr)) if np.isfinite(fr).any() else np.nan,
+                         "fallbacks": st["fallback_count"],
+                         "fallback_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(st["fallbacks"].items())),
+                         "p_exact": float(np.nanmean(p)) if p.size else np.nan,
+                         "draws_expected": float(np.mean(1 / p[p > 0])) if (p > 0).any() else np.nan})
+    df = pd.DataFrame(rows)
+    return (df, pd.DataFrame(patches)) if return_patches else df
+
+
+def sampler_benchmark(session) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`sampler_study` with the study's settings on the training cases: ``(summary, patches)``.
+
+    Patch size: ``data.patch_size`` when set, else half the smallest native dimension (the
+    ratio of the seed's 64³ patches in 128³ volumes). The generator is seeded with the first seed.
+    """
+    cfg = session.cfg
+    prepared = session.data()
+    s = cfg.settings
+    native = min(min(prepared.case(c).mask.shape) for c in prepared.train_ids)
+    patch = cfg.data.patch_size or max(4, native // 2)
+    return sampler_study(prepared, s.sampler_thresholds, patch, s.sampler_patches, s.sampler_max_draws,
+                         np.random.default_rng(cfg.seeds[0]), return_patches=True)
