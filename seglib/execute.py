@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,9 @@ class Paths:
 
     @property
     def build(self) -> Path:
-        return self.root / "build"
+        """``$SEGLIB_BUILD`` or ``<root>/build``: every generated file (runs, caches, executed notebooks)."""
+        env = os.environ.get("SEGLIB_BUILD")
+        return Path(env).resolve() if env else self.root / "build"
 
     @property
     def executed(self) -> Path:
@@ -145,6 +148,7 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
     try:
         pm.execute_notebook(
             str(src), str(out), parameters=notebook_parameters(cfg, p.results(cfg.study)), kernel_name=kernel,
+            language="python",
             log_output=log_output, progress_bar=progress_bar, cwd=str(p.root),
         )
     except PapermillExecutionError as e:

@@ -63,17 +63,13 @@ def _browser_problem() -> str | None:
     return None
 
 
-def _load_fixture_builder():
-    spec = importlib.util.spec_from_file_location("_seglib_report_fixtures",
-                                                  Path(__file__).with_name("test_report.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_executed_dir
-
-
 @pytest.fixture(scope="module")
-def executed_dir(tmp_path_factory) -> Path:
-    return _load_fixture_builder()(tmp_path_factory.mktemp("browser"))
+def executed_dir(smoke_build) -> Path:
+    """The three study notebooks as executed with their smoke profile (tests/conftest.py)."""
+    p, errors = smoke_build
+    failed = {s: e for s, e in errors.items() if e is not None}
+    assert not failed, f"smoke notebooks failed: {failed}"
+    return p.executed
 
 
 @pytest.fixture(scope="module")

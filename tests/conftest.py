@@ -1,0 +1,46 @@
+"""Shared fixtures: the three notebooks executed once per test session with their smoke profile.
+
+They run into ``build/test`` (``SEGLIB_BUILD``), apart from the report's own ``build/``, so
+``make test`` never overwrites what ``make report`` built. The run cache there makes a second
+session fast; CI starts from a fresh clone, so there everything is trained.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_BUILD = REPO / "build" / "test"
+
+
+@pytest.fixture(scope="session")
+def smoke_build():
+    """Execute every notebook with ``params/<study>/smoke.yaml``; returns (paths, {study: error or None})."""
+    from seglib.config import STUDIES, load
+    from seglib.execute import paths, run_notebook
+
+    old = os.environ.get("SEGLIB_BUILD")
+    os.environ["SEGLIB_BUILD"] = str(TEST_BUILD)
+    try:
+        p = paths(REPO)
+        errors = {}
+        for study in STUDIES:
+            if not p.notebook(study).is_file():
+                errors[study] = FileNotFoundError(f"notebooks/{study}.ipynb does not exist")
+                continue
+            try:
+                run_notebook(load(study, REPO / "params" / study / "smoke.yaml"), p, log_output=False,
+                             progress_bar=False)
+                errors[study] = None
+            except Exception as e:  # noqa: BLE001 - reported by the test of that study
+                errors[study] = e
+        yield p, errors
+    finally:
+        if old is None:
+            os.environ.pop("SEGLIB_BUILD", None)
+        else:
+            os.environ["SEGLIB_BUILD"] = old

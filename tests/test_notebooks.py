@@ -1,0 +1,145 @@
+"""The three study notebooks: conventions, execution with the smoke profile, and their recorded results."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from seglib.config import STUDIES
+from seglib.site.crossref import split_cell_options
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "f1", "lesion_f1")
+
+pytestmark = pytest.mark.slow
+
+
+def notebook(study):
+    return nbformat.read(REPO / "notebooks" / f"{study}.ipynb", as_version=4)
+
+
+def labels(nb, prefix):
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            label = split_cell_options(cell.source)[0].get("label")
+            if isinstance(label, str) and label.startswith(prefix):
+                out.append(label)
+    return out
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_notebook_conventions(study):
+    nb = notebook(study)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged 'parameters'"
+    # the parameters cell holds only literal assignments, equal to the quick profile
+    values = {}
+    for stmt in ast.parse(code[0].source).body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)[:80]
+        values[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    quick = yaml.safe_load((REPO / "params" / study / "quick.yaml").read_text())
+    for key, value in quick.items():
+        assert values[key] == value, f"{study}: parameters cell's {key} differs from params/{study}/quick.yaml"
+    assert values["output_dir"] is None
+    for cell in code:
+        assert not cell.outputs, "outputs are committed"
+        tree = ast.parse("\n".join(ln for ln in cell.source.splitlines() if not ln.startswith("%")))
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)), \
+            "a notebook defines no function or class: that belongs in seglib"
+    assert labels(nb, "fig-") and labels(nb, "tbl-")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_notebook_executes_with_smoke_profile(smoke_build, study):
+    p, errors = smoke_build
+    assert errors[study] is None, f"{study}: {errors[study]}"
+    executed = nbformat.read(p.executed_notebook(study), as_version=4)
+    assert executed.metadata["papermill"]["parameters"]["profile"] == "smoke"
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            assert not any(o.get("output_type") == "error" for o in cell.outputs)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_table_present_nonempty_and_metrics_in_range(smoke_build, study):
+    p, errors = smoke_build
+    assert errors[study] is None, f"{study}: {errors[study]}"
+    out = p.results(study)
+    results = json.loads((out / "results.json").read_text())
+    expected = [lbl.removeprefix("tbl-") for lbl in labels(notebook(study), "tbl-")]
+    assert sorted(results["tables"]) == sorted(expected)
+    for name in expected:
+        df = pd.read_csv(out / "tables" / f"{name}.csv")
+        assert len(df) > 0 and len(df.columns) > 1, name
+    # every per-case metric of every run lies in [0, 1] (NaN allowed: the empty-mask policy)
+    runs = [r["run"] for r in results["provenance"]["runs"]]
+    assert runs, "no run recorded in results.json"
+    for key in runs:
+        metrics = pd.read_csv(p.runs / study / key / "metrics.csv")
+        for col in METRIC_COLUMNS:
+            if col in metrics:
+                v = metrics[col].to_numpy(dtype=float)
+                assert np.all((v[~np.isnan(v)] >= 0) & (v[~np.isnan(v)] <= 1)), (key, col)
+    assert results["profile"] == "smoke" and results["synthetic"] is True
+    for claim in results["claims"]:
+        assert claim["verdict"] in ("supported", "not supported", "inconclusive"), claim
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_expected_figure_written(smoke_build, study):
+    p, errors = smoke_build
+    assert errors[study] is None, f"{study}: {errors[study]}"
+    executed = nbformat.read(p.executed_notebook(study), as_version=4)
+    for label in labels(notebook(study), "fig-"):
+        png = p.results(study) / "figures" / f"{label.removeprefix('fig-')}.png"
+        assert png.is_file() and png.stat().st_size > 1000, png
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        cell = next(c for c in executed.cells if c.cell_type == "code" and f"label: {label}" in c.source)
+        assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 1, label
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_rerun_of_the_grid_trains_nothing(smoke_build, study, monkeypatch):
+    from seglib.config import load
+    from seglib.studies.common import prepare, run_grid
+
+    p, errors = smoke_build
+    assert errors[study] is None, f"{study}: {errors[study]}"
+    monkeypatch.setenv("SEGLIB_BUILD", str(p.build))
+    cfg = load(study, REPO / "params" / study / "smoke.yaml")
+    grid = run_grid(cfg, prepare(cfg, p), p, progress=False)
+    assert grid.summary["trained"] == 0 and grid.summary["hits"] == grid.summary["runs"] > 0
+
+
+def test_failing_cell_keeps_the_executed_notebook_and_names_the_cell(tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "params", root / "params")
+    (root / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'quick'\noutput_dir = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise RuntimeError('the phantom exploded')"),
+    ])
+    nbformat.write(nb, root / "notebooks" / "brain.ipynb")
+    env = {**os.environ, "SEGLIB_ROOT": str(root), "SEGLIB_BUILD": str(root / "build")}
+    proc = subprocess.run([sys.executable, "-m", "seglib.cli", "run", "brain", "--profile", "smoke", "--quiet"],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert proc.returncode != 0
+    assert "cell 3" in proc.stderr or "cell 2" in proc.stderr, proc.stderr
+    assert "RuntimeError: the phantom exploded" in proc.stderr
+    kept = root / "build" / "executed" / "brain.ipynb"
+    assert kept.is_file()
+    assert any(o.get("output_type") == "error" for c in nbformat.read(kept, 4).cells if c.cell_type == "code"
+               for o in c.outputs)
