@@ -1,0 +1,82 @@
+"""``seglib predict`` writes readable masks in each dataset's own format, and metrics where masks exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from seglib.cli import main
+from seglib.data import load_cases
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+DATASET = {"stroke": "isles22", "prostate": "prostatex", "brain": "lgg"}
+
+pytestmark = pytest.mark.slow
+
+
+def a_run(p, study) -> Path:
+    runs = sorted(d for d in (p.runs / study).iterdir() if (d / "DONE").is_file())
+    assert runs, f"no finished {study} run in {p.runs}"
+    return runs[0]
+
+
+def phantom_folder(p, study) -> Path:
+    folders = sorted(p.phantoms.glob(f"{DATASET[study]}-*"))
+    assert folders, f"no {DATASET[study]} phantoms in {p.phantoms}"
+    return folders[0]
+
+
+@pytest.mark.parametrize("study", ["stroke", "prostate", "brain"])
+def test_predict_writes_readable_masks_and_metrics(smoke_build, study, tmp_path, capsys):
+    p, errors = smoke_build
+    assert errors[study] is None, f"{study}: {errors[study]}"
+    data = phantom_folder(p, study)
+    out = tmp_path / "pred"
+    assert main(["predict", "--run", str(a_run(p, study)), "--data-dir", str(data), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cases = load_cases(DATASET[study], data)
+    assert summary["cases"] == len(cases)
+    labelled = [c for c in cases if c.mask is not None]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert sorted(metrics["case_id"]) == sorted(c.id for c in labelled)
+    assert metrics["dice"].dropna().between(0, 1).all()
+    for case in cases:
+        if study == "brain":
+            files = sorted((out / case.id).glob("*_mask.tif"))
+            assert len(files) == case.image.shape[-1]
+            m = tifffile.imread(files[0])
+            assert m.shape == case.image.shape[1:3] and set(np.unique(m)) <= {0, 255}
+        else:
+            f = next(out.rglob(f"{case.id}*.nii.gz"))
+            img = nib.load(f)
+            assert img.shape == case.image.shape[1:]
+            assert set(np.unique(np.asarray(img.dataobj))) <= {0, 1}
+            assert np.allclose(img.affine, case.affine, atol=1e-4)
+
+
+@pytest.mark.realdata
+def test_predict_on_the_real_prostatex_sample(smoke_build, tmp_path):
+    root = SHARED / "prostatex" / "Files" / "prostate"
+    if not root.is_dir():
+        pytest.skip("../shared/data is absent")
+    p, errors = smoke_build
+    assert errors["prostate"] is None
+    out = tmp_path / "real"
+    assert main(["predict", "--run", str(a_run(p, "prostate")), "--data-dir", str(root), "--out", str(out)]) == 0
+    written = sorted(f.name for f in (out / "mask_prostate").glob("*.nii.gz"))
+    # every image gets a prediction, including ProstateX-0218 which has no mask (so no metrics row)
+    assert written == ["ProstateX-0000.nii.gz", "ProstateX-0001.nii.gz", "ProstateX-0218.nii.gz"]
+    assert sorted(pd.read_csv(out / "metrics.csv")["case_id"]) == ["ProstateX-0000", "ProstateX-0001"]
+    assert nib.load(out / "mask_prostate" / "ProstateX-0218.nii.gz").shape == (320, 320, 20)
+
+
+def test_predict_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["predict", "--run", str(tmp_path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "is not a finished run: config.json is missing" in capsys.readouterr().err
