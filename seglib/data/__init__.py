@@ -1,0 +1,118 @@
+"""Dataset readers: one entry point, ``load_cases``, returning ``Case`` records.
+
+>>> cases = load_cases("isles22", "../shared/data/isles22")      # doctest: +SKIP
+>>> trainable = with_masks(cases)                                 # doctest: +SKIP
+
+Readers (a plain registry, ``READERS``): ``isles22`` and ``atlas2`` (BIDS, see
+``seglib.data.isles``), ``prostatex`` (``seglib.data.prostatex``) and ``lgg``
+(``seglib.data.lgg``). Importing this package reads nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from seglib.data.case import Case
+from seglib.registry import look_up
+
+log = logging.getLogger(__name__)
+
+
+def _isles22(root, channels=None, ids=None):
+    from seglib.data.isles import read_isles22
+
+    return read_isles22(root, channels, ids)
+
+
+def _atlas2(root, channels=None, ids=None):
+    from seglib.data.isles import read_atlas2
+
+    return read_atlas2(root, channels, ids)
+
+
+def _prostatex(root, channels=None, ids=None):
+    from seglib.data.prostatex import read_prostatex
+
+    return read_prostatex(root, channels, ids)
+
+
+def _lgg(root, channels=None, ids=None):
+    from seglib.data.lgg import read_lgg
+
+    return read_lgg(root, channels, ids)
+
+
+#: dataset name → reader(root, channels, ids) -> list[Case]
+READERS: dict[str, Callable[..., list[Case]]] = {
+    "isles22": _isles22,
+    "atlas2": _atlas2,
+    "prostatex": _prostatex,
+    "lgg": _lgg,
+}
+
+#: the input channels each dataset offers (first entries are the defaults)
+CHANNELS: dict[str, tuple[str, ...]] = {
+    "isles22": ("dwi", "adc", "flair"),
+    "atlas2": ("t1w",),
+    "prostatex": ("t2",),
+    "lgg": ("pre_contrast", "flair", "post_contrast"),
+}
+
+
+def load_cases(
+    dataset: str,
+    root: str | Path,
+    channels: Sequence[str] | None = None,
+    *,
+    ids: Iterable[str] | None = None,
+    verify: bool = True,
+) -> list[Case]:
+    """Read every case of ``dataset`` under ``root``, sorted by id.
+
+    Args:
+        dataset: one of ``READERS`` (``"isles22"``, ``"atlas2"``, ``"prostatex"``, ``"lgg"``).
+        root: the dataset folder in its own on-disk layout (see each reader).
+        channels: input channels, in order (``None``: the dataset's default,
+            ISLES ``["dwi", "adc"]``, ATLAS ``["t1w"]``, PROSTATEx ``["t2"]``,
+            LGG all three).
+        ids: read only these case ids (others are not opened).
+        verify: run ``verify_integrity`` on the result (cheap; on by default).
+
+    Cases without ground truth come back with ``mask=None`` and a logged
+    warning; use ``with_masks`` to keep the trainable ones.
+    """
+    reader = look_up(dataset, READERS, "dataset")
+    wanted = None if ids is None else set(ids)
+    cases = reader(Path(root), list(channels) if channels is not None else None, wanted)
+    if wanted is not None:
+        missing = sorted(wanted - {c.id for c in cases})
+        if missing:
+            raise ValueError(f"{dataset}: ids not found under {root}: {', '.join(missing)}.")
+    if verify:
+        from seglib.data.integrity import verify_integrity
+
+        verify_integrity(cases)
+    log.info("%s: read %d case(s) from %s", dataset, len(cases), root)
+    return sorted(cases, key=lambda c: c.id)
+
+
+def with_masks(cases: Iterable[Case]) -> list[Case]:
+    """The cases that have a mask; logs a warning naming the ones skipped."""
+    cases = list(cases)
+    keep = [c for c in cases if c.mask is not None]
+    skipped = [c.id for c in cases if c.mask is None]
+    if skipped:
+        log.warning("Skipping %d case(s) without a mask: %s", len(skipped), ", ".join(skipped))
+    return keep
+
+
+def verify_integrity(cases: Iterable[Case]) -> None:
+    """See ``seglib.data.integrity.verify_integrity``."""
+    from seglib.data.integrity import verify_integrity as _verify
+
+    _verify(cases)
+
+
+__all__ = ["CHANNELS", "Case", "READERS", "load_cases", "verify_integrity", "with_masks"]
