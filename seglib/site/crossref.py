@@ -194,3 +194,16 @@ def notebook_title(nb: nbformat.NotebookNode, default: str) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return default
+
+
+def drop_stderr(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook without its ``stderr`` stream outputs (progress bars, log lines, warnings).
+
+    They belong to the execution log (papermill's ``--log-output`` and the executed notebook in
+    ``build/executed``), not to the report page; both renderers show the page without them.
+    """
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    return nb

@@ -166,7 +166,7 @@ def render_fallback(executed_dir, out_dir, code: str = "fold") -> dict:
     for b in builds:
         if not b.exists:
             continue
-        nb = nbformat.read(b.notebook, as_version=4)
+        nb = crossref.drop_stderr(nbformat.read(b.notebook, as_version=4))
         info = render_page(nb, out_dir / b.page, title=crossref.notebook_title(nb, b.title),
                            nav=nav_items(builds, b.page), code=code,
                            provenance_href=f"provenance.html#prov-{b.study}", exporter=exporter)

@@ -117,6 +117,8 @@ def _cell(value) -> str:
     """Text for a pipe-table cell: HTML-escaped, one line, no bare '|'."""
     if value is None or value == "":
         return "—"
+    if isinstance(value, float):
+        value = f"{value:.4g}"
     text = " ".join(str(value).split())
     return html.escape(text, quote=False).replace("|", "&#124;")
 

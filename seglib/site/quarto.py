@@ -23,9 +23,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nbformat
 import yaml
 
 from seglib.site import pages
+from seglib.site.crossref import drop_stderr
 from seglib.site.fallback import ASSET_SUFFIXES, prepare_out_dir
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def stage_site(executed_dir, site_src, quarto_config=None) -> Path:
     for b in builds:
         if not b.exists:
             continue
-        shutil.copy2(b.notebook, site_src / b.notebook.name)
+        nbformat.write(drop_stderr(nbformat.read(b.notebook, as_version=4)), site_src / b.notebook.name)
         folder = b.results_path.parent
         if folder.is_dir():
             for path in folder.rglob("*"):
