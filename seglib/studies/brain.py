@@ -102,12 +102,24 @@ def table_c1(grid, cfg) -> pd.DataFrame:
                      "time per epoch (s)": float(sub["time_per_epoch_s"].mean()),
                      "validation mean DSC (per volume)": float(dsc.get(name, np.nan)),
                      "seed's DSC": SEED_DSC.get((m, l, o), np.nan)})
-    return pd.DataFrame(rows).sort_values(["optimizer", "loss"], kind="stable").reset_index(drop=True)
+    out = pd.DataFrame(rows)
+    out["name"] = [n for n, _ in runs.groupby("name", sort=False)]
+    out = out.merge(_ci_and_test(grid), on="name", how="left").drop(columns="name")
+    return out.sort_values(["optimizer", "loss"], kind="stable").reset_index(drop=True)
+
+
+def _ci_and_test(grid) -> pd.DataFrame:
+    """DSC as mean [95 % CI] and the Holm-corrected test against the baseline, keyed by ``name``."""
+    res = table_results(grid)
+    return res[["configuration", "dice (per case)", "p (Holm)", "differs from baseline"]].rename(
+        columns={"configuration": "name", "dice (per case)": "DSC [95 % CI]"})
 
 
 def table_c2(grid) -> pd.DataFrame:
     """C2: U-Net against U-Net++ with the same loss and optimiser, paired per volume."""
     cases = with_names(grid.cases)
+    tests = _ci_and_test(grid).set_index("name")
+    ci, differs = tests["DSC [95 % CI]"].to_dict(), tests["differs from baseline"].to_dict()
     rows = []
     for (l, o), sub in cases.groupby(["loss", "optim"], sort=False):
         if set(sub["model"]) != {"unet", "unetpp"}:
@@ -118,7 +130,9 @@ def table_c2(grid) -> pd.DataFrame:
                      "U-Net DSC": per_case["unet"].mean(), "U-Net++ DSC": per_case["unetpp"].mean(),
                      "difference (points)": 100 * (per_case["unetpp"].mean() - per_case["unet"].mean()),
                      "seed's U-Net": SEED_DSC.get(("unet", l, o)), "seed's U-Net++": SEED_DSC.get(("unetpp", l, o)),
-                     "Wilcoxon p": t["p"], "cases": t["n"]})
+                     "Wilcoxon p": t["p"], "cases": t["n"],
+                     "U-Net++ DSC [95 % CI]": ci.get(f"U-Net++ + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"),
+                     "U-Net++ differs from U-Net + Dice + Adam": differs.get(f"U-Net++ + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}")})
     return pd.DataFrame(rows)
 
 

@@ -122,6 +122,10 @@ def table_b1(grid) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     best = {c: df[c].idxmax() for c in df.columns if c != "loss" and df[c].notna().any()}
     df["best in"] = [", ".join(c for c, i in best.items() if i == k) for k in df.index]
+    tests = table_results(grid).set_index("configuration")
+    df["dice [95 % CI]"] = [tests.loc[c, "dice (per case)"] for c in df["loss"]]
+    df["p (Holm) vs BCE"] = [tests.loc[c, "p (Holm)"] for c in df["loss"]]
+    df["differs from BCE"] = [tests.loc[c, "differs from baseline"] for c in df["loss"]]
     return df
 
 
