@@ -14,7 +14,6 @@ Notation used in the docstrings: ``p = sigmoid(z)`` the foreground probability,
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from monai.losses import DiceCELoss, GeneralizedDiceLoss
@@ -29,7 +28,7 @@ from seglib.losses_custom import (
     check_pair,
     two_class_logits,
 )
-from seglib.registry import check_kwargs, look_up
+from seglib.registry import build, look_up, parameters
 
 __all__ = ["LOSSES", "BCELoss", "DiceLoss", "DiceBCELoss", "TverskyLoss", "GDLCELoss",
            "GDLCEAsPublishedLoss", "LogCoshDiceLoss", "ShapeAwareLoss", "build_loss"]
@@ -171,8 +170,7 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 def loss_parameters(name: str) -> list[str]:
     """Names of the keyword parameters accepted by ``build_loss(name, ...)``."""
-    cls = look_up(name, LOSSES, "loss")
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return parameters(look_up(name, LOSSES, "loss"))
 
 
 def build_loss(name: str, **params) -> nn.Module:
@@ -181,7 +179,5 @@ def build_loss(name: str, **params) -> nn.Module:
     Raises ``ValueError`` for an unknown ``name`` (listing :data:`LOSSES`) or a bad value,
     and ``TypeError`` for an unknown parameter (listing the allowed ones).
     """
-    cls = look_up(name, LOSSES, "loss")
-    check_kwargs(params, loss_parameters(name), f"loss {name!r}")
-    return cls(**params)
+    return build(LOSSES, name, params, "loss")
 

@@ -13,7 +13,6 @@ torch.Size([1, 1, 5, 7])
 
 from __future__ import annotations
 
-import inspect
 import numbers
 from collections.abc import Sequence
 
@@ -30,7 +29,7 @@ from seglib.blocks import (
     crop_to,
     pad_to_multiple,
 )
-from seglib.registry import check_kwargs, look_up
+from seglib.registry import build, look_up, parameters
 
 __all__ = ["MODELS", "UNet", "UNetPlusPlus", "build_model", "count_parameters"]
 
@@ -184,8 +183,7 @@ MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "unetpp": UNetPlusPlus}
 
 def model_parameters(name: str) -> list[str]:
     """Names of the keyword parameters accepted by ``build_model(name, ...)``."""
-    cls = look_up(name, MODELS, "model")
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return parameters(look_up(name, MODELS, "model"))
 
 
 def build_model(name: str, **params) -> nn.Module:
@@ -194,9 +192,7 @@ def build_model(name: str, **params) -> nn.Module:
     Raises ``ValueError`` for an unknown ``name`` (listing :data:`MODELS`) or a bad value,
     and ``TypeError`` for an unknown parameter (listing the allowed ones).
     """
-    cls = look_up(name, MODELS, "model")
-    check_kwargs(params, model_parameters(name), f"model {name!r}")
-    return cls(**params)
+    return build(MODELS, name, params, "model")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

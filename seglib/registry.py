@@ -36,3 +36,17 @@ def check_kwargs(kwargs: Mapping[str, Any], allowed: Iterable[str], what: str) -
                 f"Unknown parameter {key!r} for {what}.{suggest(key, allowed)} "
                 f"Allowed: {', '.join(sorted(allowed)) or '(none)'}."
             )
+
+
+def parameters(cls) -> list[str]:
+    """Names of the keyword parameters of ``cls.__init__`` (what a registry entry accepts)."""
+    import inspect
+
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+
+
+def build(registry: Mapping[str, Any], name: str, params: Mapping[str, Any], what: str):
+    """``registry[name](**params)`` after checking the name and every parameter (did-you-mean errors)."""
+    cls = look_up(name, registry, what)
+    check_kwargs(params, parameters(cls), f"{what} {name!r}")
+    return cls(**params)

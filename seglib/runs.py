@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import platform
 import shutil
 import socket
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 import seglib
 from seglib.grid import cell_label, expand_grid, grid_axes
 from seglib.hashing import canonical, stable_hash
+from seglib.train_utils import atomic_write
 
 __all__ = [
     "RunSpec", "RunOutputs", "RunResult", "RunResults", "ExecutionSummary", "RunCache", "RunNotDone",
@@ -136,16 +136,7 @@ class RunResults(list):
 
 # --------------------------------------------------------------------------- atomic files
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _json_bytes(obj: Any) -> bytes:
