@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 LAYOUT_NAMES = {"isles22": "ISLES'22", "atlas2": "ATLAS R2.0", "prostatex": "PROSTATEx (Cuocolo)",
                 "lgg": "Kaggle LGG kaggle_3m"}
 # phantom knobs per dataset, chosen so a small U-Net learns the task on 2 CPU cores but not perfectly
-PHANTOM_KNOBS: dict[str, dict[str, Any]] = {"isles22": {}, "atlas2": {}, "prostatex": {}, "lgg": {}}
+PHANTOM_KNOBS: dict[str, dict[str, Any]] = {"isles22": {"lesions": [1, 3], "lesion_radius": [7.0, 13.0], "contrast": 2.0, "noise": 0.05}, "atlas2": {}, "prostatex": {}, "lgg": {}}
 
 
 def study_module(study: str):

@@ -91,7 +91,7 @@ def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, lar
             logits = torch.log(pr) - torch.log1p(-pr)
             tgt = torch.from_numpy(truth[sel][:, None].astype(np.float32))
             losses[p] = float(loss_fn(logits, tgt))
-    frame["loss"] = frame["case_id"].map(losses)
+    frame["case_loss"] = frame["case_id"].map(losses)  # "loss" is the grid axis (the loss function)
     predictions = {}
     for i in examples if examples is not None else []:
         predictions[f"slice{i}/image"] = arrays["val_image"][i].astype(np.float16)

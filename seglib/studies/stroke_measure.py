@@ -15,7 +15,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.hashing import stable_hash
+from seglib.studies.stroke_step import measure_step
 
 log = logging.getLogger(__name__)
 
@@ -30,77 +30,11 @@ MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "p
                   "device", "batch", "features", "steps", "peak_source"]
 
 
-def _step_setup(conv: str, size: int, batch: int, features, in_channels: int, device, precision: str):
-    import torch
-
-    from seglib.losses import build_loss
-    from seglib.models import build_model, count_parameters
-
-    model = build_model("unet", spatial_dims=3, in_channels=in_channels, out_channels=1, features=tuple(features),
-                        upsample="linear", conv=conv).to(device)
-    model = model.to(memory_format=torch.channels_last_3d)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, in_channels, size, size, size, generator=gen).to(device)
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    return model, x, y, build_loss("dice_bce"), opt, count_parameters(model)
-
-
-def _measure_here(conv: str, size: int, batch: int, features, steps: int, in_channels: int,
-                  device: str, precision: str) -> dict:
-    """One configuration in this process: ``steps`` timed training steps after one warm-up step."""
-    import torch
-
-    from seglib.train_utils import autocast, resolve_device, resolve_precision
-
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    base_rss = _maxrss_mb()
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-        base_cuda = torch.cuda.memory_allocated(dev) / 2**20
-    model, x, y, loss_fn, opt, n_params = _step_setup(conv, size, batch, features, in_channels, dev, prec)
-    model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, prec):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    for _ in range(int(steps)):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        peak, source = torch.cuda.max_memory_allocated(dev) / 2**20 - base_cuda, "cuda max_memory_allocated"
-    else:
-        peak, source = _maxrss_mb() - base_rss, "ru_maxrss of a fresh process minus its value after imports"
-    return {"conv": conv, "size": int(size), "peak_mem_mb": float(peak),
-            "time_per_step_s": (time.perf_counter() - t0) / int(steps), "params": int(n_params),
-            "precision": prec, "memory_format": "channels_last_3d", "device": str(dev), "batch": int(batch),
-            "features": "-".join(map(str, features)), "steps": int(steps), "peak_source": source}
-
-
-def _maxrss_mb() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def _measure_fresh(args: dict) -> dict:
-    """Run :func:`_measure_here` in a new interpreter and read its JSON line back."""
-    code = ("import json, sys; import torch; import seglib.models, seglib.losses, seglib.train_utils; "
-            "from seglib.studies.stroke_measure import _measure_here; "
-            "print('RESULT ' + json.dumps(_measure_here(**json.loads(sys.argv[1]))))")
+    """Run :func:`~seglib.studies.stroke_step.measure_step` in a new interpreter and read its JSON line back."""
+    code = ("import json, sys; import torch; import seglib.models, seglib.train_utils; "
+            "from seglib.studies.stroke_step import measure_step; "
+            "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -130,7 +64,7 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     prec = resolve_precision(precision, dev)
     params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
               "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
-              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 1}
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 2}
     path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
     if path is not None and path.is_file():
         log.info("memory/time measurement read from %s", path)
@@ -141,7 +75,7 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
         for conv in conv_modes:
             args = {"conv": conv, "size": size, "batch": int(batch), "features": params["features"],
                     "steps": int(steps), "in_channels": int(in_channels), "device": str(dev), "precision": prec}
-            rows.append(_measure_fresh(args) if fresh else _measure_here(**args))
+            rows.append(_measure_fresh(args) if fresh else measure_step(**args))
             log.info("A2 %s %d³: %.0f MiB, %.3f s/step", conv, size, rows[-1]["peak_mem_mb"],
                      rows[-1]["time_per_step_s"])
     df = pd.DataFrame(rows, columns=MEMORY_COLUMNS)
