@@ -108,8 +108,8 @@ def add_noise(rng: np.random.Generator, img: np.ndarray, sigma: float, magnitude
 # "lesion" is the relative change at full lesion weight (acute stroke: bright
 # on DWI, dark on ADC, slightly bright on FLAIR; chronic (ATLAS): dark on T1w).
 BRAIN_TISSUE = {
-    "dwi": {"means": (0.0, 0.25, 1.0, 0.85), "lesion": 0.8, "scale": 500.0, "magnitude": True},
-    "adc": {"means": (0.0, 3.0, 0.9, 0.75), "lesion": -0.45, "scale": 1.0, "magnitude": False},
+    "dwi": {"means": (0.0, 0.25, 1.0, 0.85), "lesion": 0.9, "scale": 500.0, "magnitude": True},
+    "adc": {"means": (0.0, 3.0, 0.9, 0.75), "lesion": -0.5, "scale": 1.0, "magnitude": False},
     "flair": {"means": (0.0, 0.15, 1.0, 0.8), "lesion": 0.35, "scale": 400.0, "magnitude": True},
     "t1w": {"means": (0.0, 0.2, 0.6, 1.0), "lesion": -0.55, "scale": 100.0, "magnitude": True},
 }
