@@ -1,0 +1,218 @@
+"""3D vs (2+1)D convolution in study A's U-Net: time per training step and peak memory by input size.
+
+Measured through the same code as the report's table A2
+(:func:`seglib.studies.stroke_measure.memory_and_time` and its
+``seglib.studies.stroke_step.measure_step``: U-Net with trilinear up-sampling, DiceBCE,
+SGD, batch 2 of random 2-channel volumes, one warm-up step then timed steps, each configuration
+in a fresh process whose peak resident memory is read). ``memory_and_time`` always uses
+``channels_last_3d``; the default (contiguous) layout is measured by the same ``measure_step`` with
+``torch.channels_last_3d`` pointed at ``torch.contiguous_format`` while it runs. Each conv mode is then compared
+at its own best layout, at equal precision. Goal: (2+1)D at least 1.5x faster per step than 3D
+and lower peak memory. Where the goal is missed, ``torch.profiler`` shows the top operators of one
+step per mode.
+
+    .venv/bin/python benchmarks/conv2p1d.py [--quick] [--sizes 32 64 128] [--precisions fp32 bf16]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import bench_common as bc
+import torch
+
+GOAL_SPEEDUP = 1.5
+ISSUE_WIDTHS = (16, 32, 64, 128)
+STUDY_WIDTHS = (32, 64, 128, 256, 512)
+
+# ``measure_step`` hard-codes ``torch.channels_last_3d``; for the default layout the name is pointed at
+# ``torch.contiguous_format`` while it runs (in its own process, or restored right after in --quick).
+_SHIM = """
+import json, sys
+import torch
+from seglib.studies.stroke_step import measure_step
+torch.channels_last_3d = torch.contiguous_format
+row = measure_step(**json.loads(sys.argv[1]))
+row["memory_format"] = "contiguous"
+print("RESULT " + json.dumps(row))
+"""
+
+
+@contextlib.contextmanager
+def contiguous_layout():
+    """Within the block, ``torch.channels_last_3d`` names the default (contiguous) layout."""
+    orig = torch.channels_last_3d
+    torch.channels_last_3d = torch.contiguous_format
+    try:
+        yield
+    finally:
+        torch.channels_last_3d = orig
+
+
+def measure_contiguous(args: dict, fresh: bool) -> dict:
+    """One configuration of ``stroke_step.measure_step`` (table A2's code) in the contiguous layout."""
+    if not fresh:
+        from seglib.studies.stroke_step import measure_step
+
+        with contiguous_layout():
+            row = measure_step(**args)
+        row["memory_format"] = "contiguous"
+        return row
+    proc = subprocess.run([sys.executable, "-c", _SHIM, json.dumps(args)], capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"contiguous measurement of {args} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def measure(sizes: Sequence[int], features: Sequence[int], precision: str, steps: int, batch: int,
+            fresh: bool, layouts: Sequence[str] = ("channels_last_3d", "contiguous")) -> list[dict]:
+    """Rows of both conv modes × both layouts at every size (one ``memory_and_time`` call per size)."""
+    from seglib.studies.stroke_measure import memory_and_time
+
+    rows = []
+    for size in sizes:
+        if "channels_last_3d" in layouts:
+            df = memory_and_time([size], ("3d", "2+1d"), batch=batch, features=tuple(features), steps=steps,
+                                 device="cpu", precision=precision, in_channels=2, cache_dir=None,
+                                 fresh_process=fresh)
+            rows += df.to_dict("records")
+        if "contiguous" in layouts:
+            for conv in ("3d", "2+1d"):
+                args = {"conv": conv, "size": int(size), "batch": int(batch), "features": [int(f) for f in features],
+                        "steps": int(steps), "in_channels": 2, "device": "cpu", "precision": precision}
+                rows.append(measure_contiguous(args, fresh))
+        for r in rows[-4:]:
+            print(f"  {r['conv']:>4} {size}^3 {r['features']} {r['precision']} {r['memory_format']:<16} "
+                  f"{r['time_per_step_s']:.3f} s/step {r['peak_mem_mb']:.0f} MiB", flush=True)
+    return rows
+
+
+def compare(rows: Sequence[dict]) -> list[dict]:
+    """Per (size, widths, precision): each conv mode at its fastest layout; speed-up and memory ratio."""
+    out = []
+    keys = list(dict.fromkeys((r["size"], r["features"], r["precision"]) for r in rows))
+    for size, feats, prec in keys:
+        best = {}
+        for conv in ("3d", "2+1d"):
+            cand = [r for r in rows if (r["size"], r["features"], r["precision"], r["conv"]) == (size, feats, prec, conv)]
+            if cand:
+                best[conv] = min(cand, key=lambda r: r["time_per_step_s"])
+        if len(best) < 2:
+            continue
+        a, b = best["3d"], best["2+1d"]
+        speedup = bc.ratio(a["time_per_step_s"], b["time_per_step_s"])
+        out.append({"size": size, "widths": feats, "precision": prec,
+                    "3d_s": a["time_per_step_s"], "3d_layout": a["memory_format"], "3d_mb": a["peak_mem_mb"],
+                    "2+1d_s": b["time_per_step_s"], "2+1d_layout": b["memory_format"], "2+1d_mb": b["peak_mem_mb"],
+                    "speedup": speedup, "mem_ratio": bc.ratio(b["peak_mem_mb"], a["peak_mem_mb"]),
+                    "goal_met": bool(speedup >= GOAL_SPEEDUP and b["peak_mem_mb"] < a["peak_mem_mb"])})
+    return out
+
+
+def profile_step(conv: str, size: int, features: Sequence[int], precision: str, layout: str, batch: int,
+                 top: int = 8) -> list[dict]:
+    """Top operators (self CPU time) of one training step after a warm-up step: the step of
+    ``stroke_step.measure_step`` (U-Net, trilinear up-sampling, DiceBCE, SGD) in ``layout``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from seglib.models import build_model
+    from seglib.studies.stroke_step import dice_bce
+    from seglib.train_utils import autocast
+
+    dev = torch.device("cpu")
+    fmt = torch.contiguous_format if layout == "contiguous" else torch.channels_last_3d
+    model = build_model("unet", spatial_dims=3, in_channels=2, out_channels=1, features=tuple(features),
+                        upsample="linear", conv=conv).to(memory_format=fmt).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 2, size, size, size, generator=gen).contiguous(memory_format=fmt)
+    y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(dev, precision):
+            logits = model(x)
+        dice_bce(logits.float(), y).backward()
+        opt.step()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{"conv": conv, "layout": layout, "op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share_pct": 100 * e.self_cpu_time_total / total} for e in events[:top]]
+
+
+def main(argv=None) -> int:
+    from seglib.train_utils import cpu_has_native_bf16
+
+    p = bc.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="cube sizes (default 32 64 128)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "bf16"),
+                   help="default fp32 (and bf16 where the CPU has native bf16)")
+    p.add_argument("--study-sizes", type=int, nargs="*", default=None,
+                   help="sizes for the study's widths 32-512 (default 32)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 2; 1 from 128^3 up)")
+    p.add_argument("--no-profile", action="store_true")
+    args = p.parse_args(argv)
+
+    with bc.Bench("conv2p1d", args) as bench:
+        native = cpu_has_native_bf16()
+        if args.quick:
+            sizes, study_sizes, widths, study_widths = args.sizes or [16], args.study_sizes or [], (4, 8, 16), None
+            plan = [(sizes, widths, "fp32")]
+            fresh, batch = False, 1
+        else:
+            sizes = args.sizes or [32, 64, 128]
+            study_sizes = [32] if args.study_sizes is None else args.study_sizes
+            widths, study_widths, fresh, batch = ISSUE_WIDTHS, STUDY_WIDTHS, True, args.batch
+            precs = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
+            plan = []
+            for prec in precs:
+                plan.append((sizes, widths, prec))
+                if study_sizes:
+                    plan.append((study_sizes, study_widths, prec))
+        if not native:
+            bench.note("no native bf16 on this CPU: bf16 is emulated (many times slower than fp32), so it is "
+                       "measured only when asked for (--precisions fp32 bf16)")
+        rows = []
+        for ss, ws, prec in plan:
+            for s in ss:
+                steps = args.steps or (1 if s >= 128 else 2)
+                rows += measure([s], ws, prec, steps, batch, fresh)
+                bench.tables["measurements"] = rows
+                bc.write_json(bench.out, {"benchmark": bench.name, "partial": True, "tables": bench.tables,
+                                          "load_average": {"start": bench.load["start"], "now": bc.load_average()}})
+        bench.add_table("measurements", rows, ["conv", "size", "features", "precision", "memory_format",
+                                               "time_per_step_s", "peak_mem_mb", "params", "steps"],
+                        title="every configuration (stroke_measure; peak = process RSS peak minus after-import)")
+        comp = compare(rows)
+        bench.add_table("comparison", comp, title=f"each mode at its best layout (goal: speedup >= {GOAL_SPEEDUP} "
+                                                  f"and 2+1d_mb < 3d_mb)")
+        if args.quick:
+            bench.note("--quick measures in this process: peak memory is not meaningful (the process peak is "
+                       "not reset between configurations)")
+        missed = [c for c in comp if not c["goal_met"]] or (comp if args.quick else [])  # quick: exercise it
+        if missed and not args.no_profile:
+            c = min(missed, key=lambda c: c["size"])  # the cheapest configuration that misses the goal
+            feats = [int(f) for f in str(c["widths"]).split("-")]
+            prof = []
+            for conv in ("3d", "2+1d"):
+                prof += profile_step(conv, int(c["size"]), feats, c["precision"], c[f"{conv}_layout"], batch)
+            bench.add_table("profile", prof, title=f"{'profile' if args.quick else 'goal missed'}: top operators of one step at {c['size']}^3 "
+                                                   f"widths {c['widths']} {c['precision']} (self CPU time)")
+        for c in comp:
+            bench.note(f"{c['size']}^3 {c['widths']} {c['precision']}: (2+1)D {c['speedup']:.2f}x the speed of 3D, "
+                       f"memory {c['mem_ratio']:.2f}x -> goal {'met' if c['goal_met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""End to end: wall time of ``seglib report --profile quick`` from an empty cache, then again with
+everything cached (goal: the cached re-render within 60 s).
+
+Runs the real command line (``python -m seglib.cli report``) twice in a separate folder so that
+the project's own ``build/`` and ``_site/`` are left alone: ``SEGLIB_BUILD=<dir>/build`` (runs,
+caches, phantoms, executed notebooks) and ``SEGLIB_ROOT=<dir>/root``, a folder of links to the
+project's ``params/``, ``notebooks/`` and ``_quarto.yml``, where the site is written (``_site``).
+The first run starts from an emptied ``<dir>``; the second finds every notebook up to date.
+
+The quick profile takes many minutes on 2 CPU cores; ``--quick`` (or ``--profile smoke``) checks
+the script in seconds.
+
+    .venv/bin/python benchmarks/end_to_end.py [--quick] [--profile quick] [--dir build/bench_e2e] [--pdf]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bench_common as bc
+
+GOAL_CACHED_S = 60.0
+LINKS = ("params", "notebooks", "_quarto.yml")
+
+
+def shadow_root(base: Path) -> Path:
+    """``<base>/root`` with links to the project's params, notebooks and Quarto configuration."""
+    root = base / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    for name in LINKS:
+        src, dst = bc.REPO / name, root / name
+        if src.exists() and not dst.is_symlink():
+            dst.symlink_to(src, target_is_directory=src.is_dir())
+    return root
+
+
+def safe_to_empty(path: Path) -> bool:
+    """Only a folder under the project's ``build/`` whose name starts with ``bench`` is emptied."""
+    path = path.resolve()
+    build = (bc.REPO / "build").resolve()
+    return build in path.parents and path.name.startswith("bench")
+
+
+def parse_output(text: str) -> dict:
+    """Per-study execution times and the total that ``seglib report`` prints."""
+    out: dict = {"executed_s": {}, "up_to_date": []}
+    for m in re.finditer(r"^(\w+): executed in (\d+) s", text, re.M):
+        out["executed_s"][m.group(1)] = float(m.group(2))
+    out["up_to_date"] = re.findall(r"^(\w+): executed notebook is up to date", text, re.M)
+    m = re.search(r"^report built in (\d+) s", text, re.M)
+    out["report_built_s"] = float(m.group(1)) if m else float("nan")
+    m = re.search(r"^renderer: (\S+)", text, re.M)
+    out["renderer"] = m.group(1) if m else None
+    return out
+
+
+def run_report(profile: str, base: Path, root: Path, renderer: str, pdf: bool, timeout: float | None,
+               log: Path) -> dict:
+    cmd = [sys.executable, "-m", "seglib.cli", "report", "--profile", profile, "--quiet", "--renderer", renderer]
+    if not pdf:
+        cmd.append("--no-pdf")
+    env = dict(os.environ, SEGLIB_BUILD=str(base / "build"), SEGLIB_ROOT=str(root))
+    env.pop("OMP_NUM_THREADS", None)  # the report runs as a user would run it
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    wall = time.perf_counter() - t0
+    log.write_text(f"$ {' '.join(cmd)}\n# exit {proc.returncode}, {wall:.1f} s\n--- stdout\n{proc.stdout}\n"
+                   f"--- stderr\n{proc.stderr}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"seglib report failed (exit {proc.returncode}); see {log}:\n{proc.stderr[-1500:]}")
+    return {"wall_s": wall, **parse_output(proc.stdout)}
+
+
+def main(argv=None) -> int:
+    p = bc.parser(__doc__.splitlines()[0])
+    p.add_argument("--profile", choices=("smoke", "quick", "full"), default=None,
+                   help="profile to render (default quick; smoke with --quick)")
+    p.add_argument("--dir", type=Path, default=bc.REPO / "build" / "bench_e2e", help="work folder (emptied first)")
+    p.add_argument("--renderer", choices=("auto", "quarto", "fallback"), default="auto")
+    p.add_argument("--pdf", action="store_true", help="also make the PDF (default --no-pdf)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per report run")
+    args = p.parse_args(argv)
+    profile = args.profile or ("smoke" if args.quick else "quick")
+    base = args.dir.resolve()
+    if not safe_to_empty(base):
+        p.error(f"--dir {base} must be a folder under {bc.REPO / 'build'} whose name starts with 'bench' "
+                f"(it is emptied before the cold run)")
+
+    with bc.Bench("end_to_end", args) as bench:
+        if base.exists():
+            shutil.rmtree(base)
+        root = shadow_root(base)
+        bench.note(f"profile {profile}; SEGLIB_BUILD={base / 'build'} SEGLIB_ROOT={root}; logs in {base}")
+        rows = []
+        for label in ("cold (empty cache)", "cached re-render"):
+            r = run_report(profile, base, root, args.renderer, args.pdf, args.timeout,
+                           base / f"{label.split()[0]}.log")
+            rows.append({"run": label, "profile": profile, "wall_s": r["wall_s"],
+                         "report_built_s": r["report_built_s"], "renderer": r["renderer"],
+                         "executed": ", ".join(f"{k} {v:.0f} s" for k, v in r["executed_s"].items()) or "-",
+                         "up_to_date": ", ".join(r["up_to_date"]) or "-"})
+            print(f"  {label}: {r['wall_s']:.1f} s", flush=True)
+        bench.add_table("end_to_end", rows, title=f"seglib report --profile {profile}")
+        cached = rows[1]["wall_s"]
+        bench.note(f"cached re-render {cached:.1f} s: goal <= {GOAL_CACHED_S:.0f} s "
+                   f"{'met' if cached <= GOAL_CACHED_S else 'NOT met'}")
+        if rows[1]["executed"] != "-":
+            bench.note(f"the second run re-executed notebooks ({rows[1]['executed']}): the cache did not hold")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

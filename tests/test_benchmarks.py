@@ -1,0 +1,181 @@
+"""Pure helpers of the benchmark scripts (benchmarks/*.py): arithmetic, tables, parsing, comparisons.
+
+The scripts' --quick modes take minutes on a shared 2-core machine, so they are not run here;
+nothing below times anything or asserts on a timing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_common as bc  # noqa: E402
+import conv2p1d  # noqa: E402
+import end_to_end  # noqa: E402
+import samplers  # noqa: E402
+import throughput  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- arithmetic
+def test_matmul_flops_is_two_n_cubed():
+    # an (n x k) @ (k x m) product has n*m outputs, each k multiplies and k adds: 2*n*m*k
+    assert bc.matmul_flops(4) == 2 * 4**3 == 128
+    assert bc.matmul_flops(2, 3, 5) == 60
+
+
+def test_gflops_per_s():
+    # 2 * 1000^3 FLOPs in 0.5 s = 4e9 FLOP/s = 4 GFLOP/s
+    assert bc.gflops_per_s(bc.matmul_flops(1000), 0.5) == pytest.approx(4.0)
+    assert math.isnan(bc.gflops_per_s(1e9, 0.0))
+
+
+def test_ratio_handles_zero_and_nan():
+    assert bc.ratio(3, 2) == 1.5
+    assert math.isnan(bc.ratio(1, 0))
+    assert math.isnan(bc.ratio(float("nan"), 1))
+    assert math.isnan(bc.ratio(None, 1))
+
+
+def test_summarize_median_min_max():
+    s = bc.summarize([3.0, 1.0, 2.0])
+    assert (s["median_s"], s["min_s"], s["max_s"], s["repeats"]) == (2.0, 1.0, 3.0, 3)
+    assert math.isnan(bc.summarize([])["median_s"])
+
+
+def test_time_calls_counts_calls_and_respects_budget():
+    calls = []
+    times = bc.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(times) == 3 and len(calls) == 5  # 2 untimed warm-ups + 3 timed
+    calls.clear()
+    times = bc.time_calls(lambda: calls.append(1), repeats=10, warmup=0, budget_s=0.0)
+    assert len(times) == 1  # the budget is spent after the first repeat, which is always kept
+
+
+# ----------------------------------------------------------------------------- tables, load, JSON
+def test_format_table_aligns_and_marks_missing():
+    text = bc.format_table([{"name": "a", "x": 1.23456, "n": 10}, {"name": "bbb", "x": float("nan")}],
+                           ["name", "x", "n"], title="T")
+    lines = text.splitlines()
+    assert lines[0] == "T"
+    assert lines[1].split() == ["name", "x", "n"]
+    assert lines[3].split() == ["a", "1.23", "10"]
+    assert lines[4].split() == ["bbb", "-", "-"]  # NaN and a missing key print as "-"
+    assert len({len(lines[2])}) == 1 and set(lines[2]) <= {"-", " "}
+
+
+def test_format_table_large_numbers_are_whole():
+    assert bc.format_table([{"v": 1234.5678}]).splitlines()[-1].strip() == "1235"
+
+
+def test_load_warning_threshold():
+    assert bc.load_warning(1.5) is None
+    assert bc.load_warning(float("nan")) is None
+    assert "load average 3.20" in bc.load_warning(3.2)
+
+
+def test_write_json_turns_nan_into_null(tmp_path):
+    import json
+
+    path = bc.write_json(tmp_path / "sub" / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": (1, 2)})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": [1, 2]}
+
+
+def test_cpu_info_flags_are_known_names():
+    info = bc.cpu_info()
+    assert set(info["flags"]) <= {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
+                                  "avx_vnni"}
+    assert isinstance(info["native_bf16"], bool)
+
+
+# ----------------------------------------------------------------------------- throughput
+def test_study_config_reads_profiles():
+    b = throughput.study_config("prostate", "full")
+    assert (b["spatial_dims"], b["features"], b["size"], b["batch"]) == (2, (64, 128, 256, 512), 384, 1)
+    a = throughput.study_config("stroke", "quick")
+    assert a["size"] == 24 and a["in_channels"] == 2  # the larger of the quick grid's data.size values
+
+
+def test_step_flops_of_a_single_conv_layer_net_is_positive_and_scales_with_batch():
+    cfg = dict(throughput.tiny_config(throughput.study_config("brain", "quick")), batch=1)
+    one = throughput.step_flops(cfg)
+    two = throughput.step_flops(dict(cfg, batch=2))
+    assert one > 0 and two == 2 * one  # every counted op is linear in the batch
+
+
+def test_recommend_ignores_modes_with_wrong_loss():
+    rows = [{"study": "B", "size": "q", "mode": "fp32", "step_s": 2.0, "loss_rel_diff": 0.0},
+            {"study": "B", "size": "q", "mode": "bf16", "step_s": 1.0, "loss_rel_diff": 0.2},  # wrong: excluded
+            {"study": "B", "size": "q", "mode": "channels_last", "step_s": 1.6, "loss_rel_diff": 0.0}]
+    rec = throughput.recommend(rows)
+    assert rec["per_model"] == [{"study": "B", "size": "q", "fastest": "channels_last", "speedup_vs_fp32": 1.25}]
+    assert rec["wins"]["channels_last"] == 1 and rec["wins"]["bf16"] == 0
+
+
+# ----------------------------------------------------------------------------- conv2p1d
+def _row(conv, fmt, t, mb):
+    return {"conv": conv, "size": 64, "features": "16-32", "precision": "fp32", "memory_format": fmt,
+            "time_per_step_s": t, "peak_mem_mb": mb}
+
+
+def test_compare_takes_each_mode_at_its_best_layout():
+    rows = [_row("3d", "channels_last_3d", 1.2, 100), _row("3d", "contiguous", 1.0, 90),
+            _row("2+1d", "channels_last_3d", 0.5, 80), _row("2+1d", "contiguous", 0.9, 70)]
+    (c,) = conv2p1d.compare(rows)
+    assert (c["3d_layout"], c["2+1d_layout"]) == ("contiguous", "channels_last_3d")
+    assert c["speedup"] == pytest.approx(2.0) and c["mem_ratio"] == pytest.approx(80 / 90)
+    assert c["goal_met"]
+
+
+def test_compare_goal_needs_speed_and_memory():
+    rows = [_row("3d", "contiguous", 1.0, 50), _row("2+1d", "contiguous", 0.5, 60)]
+    (c,) = conv2p1d.compare(rows)
+    assert c["speedup"] == pytest.approx(2.0) and not c["goal_met"]  # faster but more memory
+
+
+# ----------------------------------------------------------------------------- samplers
+def test_run_sampler_on_a_cube_lesion():
+    # a 4^3 lesion in a 16^3 volume with 8^3 patches: every accepted patch holds >= 40 % of it
+    mask = np.zeros((16, 16, 16), np.uint8)
+    mask[6:10, 6:10, 6:10] = 1
+    rows = [dict(source="s", **samplers.run_sampler([("c", mask)], 8, s, 0.4, 5, 500))
+            for s in ("rejection", "lesion_aware")]
+    assert all(r["requested"] == 5 and r["acceptance_rate"] == 1.0 for r in rows)
+    assert all(r["lesion_fraction"] >= 0.4 for r in rows)
+    # exact 1/p: the corners whose patch holds >= 0.4 of the lesion over all 9^3 corners
+    from seglib.data.sampling import PatchIndex
+
+    p = PatchIndex(mask, 8).acceptance_probability(0.4)
+    assert rows[0]["exact_draws"] == pytest.approx(1 / p)
+    (red,) = samplers.reductions(rows)
+    assert red["reduction"] == pytest.approx(rows[0]["draws_per_accepted"] / rows[1]["draws_per_accepted"])
+    assert red["goal_100x"] in ("met", "NOT met")
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_parse_report_output():
+    text = ("stroke: executed in 245 s\nprostate: executed notebook is up to date (profile smoke)\n"
+            "renderer: fallback\nreport built in 532 s\nsite: /x/_site/index.html\n")
+    out = end_to_end.parse_output(text)
+    assert out == {"executed_s": {"stroke": 245.0}, "up_to_date": ["prostate"], "report_built_s": 532.0,
+                   "renderer": "fallback"}
+
+
+def test_safe_to_empty_only_bench_folders_under_build(tmp_path):
+    assert end_to_end.safe_to_empty(bc.REPO / "build" / "bench_e2e")
+    assert not end_to_end.safe_to_empty(bc.REPO / "build")
+    assert not end_to_end.safe_to_empty(bc.REPO / "build" / "runs")
+    assert not end_to_end.safe_to_empty(tmp_path / "bench_x")
+
+
+def test_shadow_root_links_params_and_notebooks(tmp_path):
+    root = end_to_end.shadow_root(tmp_path)
+    assert (root / "params").is_symlink() and (root / "params").resolve() == (bc.REPO / "params").resolve()
+    assert (root / "notebooks").is_symlink()
+    end_to_end.shadow_root(tmp_path)  # idempotent
