@@ -121,7 +121,8 @@ def test_lesion_aware_centres_on_lesion_or_background():
 def test_lesion_aware_needs_100x_fewer_draws_than_rejection():
     # ATLAS-like 197x233x189 volume, a 515-voxel ball (radius 5), patch 32^3, threshold 0.4.
     # Exact per-draw acceptance of naive rejection: p = 1/145.9 (PatchIndex.acceptance_probability);
-    # a lesion-centred 32^3 patch holds the whole ball, so lesion-aware accepts its first draw.
+    # a lesion-centred 32^3 patch holds the whole ball; half of the lesion-aware proposals put the
+    # chosen voxel at a random offset, which still holds 40 % of the ball nearly always.
     mask = ball((197, 233, 189), (100, 120, 90), 5)
     index = PatchIndex(mask, 32)
     p = index.acceptance_probability(0.4)
@@ -129,7 +130,7 @@ def test_lesion_aware_needs_100x_fewer_draws_than_rejection():
     rng = np.random.default_rng(2024)
     naive = acceptance_stats([rejection_sample(index, 32, 0.4, rng, max_draws=5000) for _ in range(100)])
     aware = acceptance_stats([lesion_aware_sample(index, 32, rng, threshold=0.4) for _ in range(100)])
-    assert aware["draws_per_accepted"] == 1.0 and aware["acceptance_rate"] == 1.0
+    assert aware["draws_per_accepted"] <= 1.2 and aware["acceptance_rate"] == 1.0
     assert naive["acceptance_rate"] == 1.0
     assert naive["draws_per_accepted"] == pytest.approx(1 / p, rel=0.3)  # geometric, sd/mean ~ 1/sqrt(100)
     assert naive["draws_per_accepted"] / aware["draws_per_accepted"] >= 100

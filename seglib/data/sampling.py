@@ -252,7 +252,8 @@ def lesion_aware_sample(
     fallback: str = "lesion_centred",
 ) -> PatchDraw:
     """Centre the patch on a random lesion voxel with probability ``pos_ratio``, otherwise on a
-    random background voxel (clipped to the volume) — the pattern of MONAI's
+    random background voxel (clipped to the volume); with ``threshold``, half the proposals place the
+    chosen voxel at a uniformly random position inside the patch instead of its centre — the pattern of MONAI's
     ``RandCropByPosNegLabeld`` / torchio's ``LabelSampler``, written here to count draws.
 
     Without ``threshold`` the first patch is accepted (``draws=1``). With ``threshold`` the draw
@@ -277,7 +278,13 @@ def lesion_aware_sample(
         centres[positive] = lesion[rng.integers(len(lesion), size=k)]
         if k < n:
             centres[~positive] = background[rng.integers(len(background), size=n - k)]
-        return index.centred_corners(centres)
+        if threshold is None:
+            return index.centred_corners(centres)
+        # with a threshold, half the proposals hold the chosen voxel at a uniform offset: centred
+        # patches alone may never hold enough of an elongated or scattered lesion
+        size = np.array(index.size)
+        offset = np.where(rng.random((n, 1)) < 0.5, size // 2, rng.integers(0, size, size=centres.shape))
+        return np.clip(centres - offset, 0, np.array(index.n_corners) - 1)
 
     if threshold is None:
         return _draw(index, propose(1)[0], 1, True, None)
