@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 import seglib
 from seglib.runs import (
@@ -25,6 +24,7 @@ from seglib.runs import (
     grid_axes,
 )
 from seglib.train import History, TrainSettings, fit, make_loader, predict_batches
+from toydata import one_thread, squares  # noqa: F401 - one_thread is an autouse fixture
 
 BASE = {
     "model": {"name": "unet", "conv": "3d"},
@@ -35,26 +35,9 @@ BASE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- a toy train_fn
-def squares(n: int, seed: int) -> TensorDataset:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, 0.3, (n, 1, 16, 16)).astype(np.float32)
-    y = np.zeros_like(x)
-    for i in range(n):
-        r, c = rng.integers(0, 10, 2)
-        s = int(rng.integers(3, 7))
-        x[i, 0, r:r + s, c:c + s] += 1.0
-        y[i, 0, r:r + s, c:c + s] = 1.0
-    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
 
 class Killed(RuntimeError):
