@@ -260,14 +260,19 @@ def index_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> str:
     return "\n".join(out)
 
 
-def write_index(executed_dir, out_path, flavour: str = "quarto") -> Path:
-    """Write the index page (``.qmd`` with front matter for Quarto) from ``executed_dir``."""
+def _write_page(executed_dir, out_path, title: str, markdown, flavour: str) -> Path:
+    """Write ``markdown(builds, flavour)`` under ``title``'s front matter (``.qmd`` for Quarto)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    body = index_markdown(collect_studies(executed_dir), flavour)
-    out_path.write_text(_front_matter(INDEX_TITLE) + body, encoding="utf-8")
+    body = markdown(collect_studies(executed_dir), flavour)
+    out_path.write_text(_front_matter(title) + body, encoding="utf-8")
     logger.info("wrote %s", out_path)
     return out_path
+
+
+def write_index(executed_dir, out_path, flavour: str = "quarto") -> Path:
+    """Write the index page (``.qmd`` with front matter for Quarto) from ``executed_dir``."""
+    return _write_page(executed_dir, out_path, INDEX_TITLE, index_markdown, flavour)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -337,9 +342,4 @@ def provenance_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> st
 
 def write_provenance(executed_dir, out_path, flavour: str = "quarto") -> Path:
     """Write the provenance page (``.qmd`` with front matter for Quarto) from ``executed_dir``."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    body = provenance_markdown(collect_studies(executed_dir), flavour)
-    out_path.write_text(_front_matter(PROVENANCE_TITLE) + body, encoding="utf-8")
-    logger.info("wrote %s", out_path)
-    return out_path
+    return _write_page(executed_dir, out_path, PROVENANCE_TITLE, provenance_markdown, flavour)
