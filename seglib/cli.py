@@ -16,6 +16,8 @@ from seglib import __version__
 from seglib.config import STUDIES, ConfigError, as_dict, load
 
 log = logging.getLogger("seglib")
+#: the quick profile's notebooks, longest first: with two at a time, the shortest goes last
+LONGEST_FIRST = ("brain", "prostate", "stroke")
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -44,20 +46,46 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from seglib.execute import paths, run_notebook
+    from seglib.execute import paths
 
     studies = STUDIES if args.study == "all" else (args.study,)
     configs = [_load(s, args) for s in studies]  # validate all before running any
-    p = paths()
-    for cfg in configs:
-        t0 = time.perf_counter()
-        out = run_notebook(cfg, p, log_output=not args.quiet, progress_bar=not args.quiet)
-        print(f"{cfg.study}: executed in {time.perf_counter() - t0:.0f} s -> {out}")
+    _raise_failures(_execute(configs, paths(), args))
     return 0
 
 
+def _raise_failures(failures: dict) -> None:
+    from seglib.execute import NotebookFailed
+
+    if failures:
+        raise NotebookFailed(" | ".join(str(e) for e in failures.values())
+                             + (" (the other notebooks ran to the end and were kept)" if len(failures) > 1 else ""))
+
+
+def _execute(configs, p, args) -> dict:
+    """Execute ``configs`` (``--jobs`` at a time, longest first); print each as it ends; return the failures."""
+    from seglib.execute import default_jobs, run_notebooks
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected a number of notebooks of at least 1.")
+    jobs = args.jobs or default_jobs(len(configs))
+    configs = sorted(configs, key=lambda c: LONGEST_FIRST.index(c.study))
+    if jobs > 1 and len(configs) > 1:
+        print(f"executing {', '.join(c.study for c in configs)}, {min(jobs, len(configs))} at a time "
+              "(cell output is not echoed; each executed notebook has it)")
+
+    def done(study, result, seconds):
+        status = (f"failed after {seconds:.0f} s" if isinstance(result, Exception)
+                  else f"executed in {seconds:.0f} s -> {result}")
+        print(f"{study}: {status}", flush=True)
+
+    results = run_notebooks(configs, p, jobs=jobs, log_output=not args.quiet, progress_bar=not args.quiet,
+                            on_done=done)
+    return {s: r for s, r in results.items() if isinstance(r, Exception)}
+
+
 def cmd_report(args) -> int:
-    from seglib.execute import is_up_to_date, paths, run_notebook
+    from seglib.execute import is_up_to_date, paths
     from seglib.report import render_site
 
     p = paths()
@@ -66,15 +94,15 @@ def cmd_report(args) -> int:
     for s in missing:
         print(f"{s}: notebooks/{s}.ipynb does not exist yet: its page is left out of the site")
     t0 = time.perf_counter()
+    todo = []
     for cfg in configs:
         if cfg.study in missing:
             continue
         if is_up_to_date(cfg, p) and not args.force:
             print(f"{cfg.study}: executed notebook is up to date (profile {cfg.profile})")
             continue
-        t1 = time.perf_counter()
-        run_notebook(cfg, p, log_output=not args.quiet, progress_bar=not args.quiet)
-        print(f"{cfg.study}: executed in {time.perf_counter() - t1:.0f} s")
+        todo.append(cfg)
+    _raise_failures(_execute(todo, p, args))
     result = render_site(p.executed, p.root / "_site", renderer=args.renderer, pdf=not args.no_pdf,
                          site_src=p.build / "site_src", quarto_config=p.root / "_quarto.yml")
     print(f"renderer: {result['renderer']}")
@@ -106,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=("smoke", "quick", "full"), default=None,
                    help="use params/<study>/<profile>.yaml when --params is not given (default quick)")
     p.add_argument("--quiet", action="store_true", help="no cell log output or progress bar")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with 'all': notebooks executed at once (default: one per CPU core, at most 3)")
     _add_params(p)
     p.set_defaults(func=cmd_run)
 
@@ -113,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
     p.add_argument("--renderer", choices=("auto", "quarto", "fallback"), default="auto")
     p.add_argument("--force", action="store_true", help="re-execute every notebook (runs stay cached)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="notebooks executed at once (default: one per CPU core, at most 3)")
     p.add_argument("--no-pdf", action="store_true")
     p.add_argument("--quiet", action="store_true")
     _add_params(p)

@@ -21,23 +21,17 @@ TEST_BUILD = REPO / "build" / "test"
 def smoke_build():
     """Execute every notebook with ``params/<study>/smoke.yaml``; returns (paths, {study: error or None})."""
     from seglib.config import STUDIES, load
-    from seglib.execute import paths, run_notebook
+    from seglib.execute import paths, run_notebooks
 
     old = os.environ.get("SEGLIB_BUILD")
     os.environ["SEGLIB_BUILD"] = str(TEST_BUILD)
     try:
         p = paths(REPO)
-        errors = {}
-        for study in STUDIES:
-            if not p.notebook(study).is_file():
-                errors[study] = FileNotFoundError(f"notebooks/{study}.ipynb does not exist")
-                continue
-            try:
-                run_notebook(load(study, REPO / "params" / study / "smoke.yaml"), p, log_output=False,
-                             progress_bar=False)
-                errors[study] = None
-            except Exception as e:  # noqa: BLE001 - reported by the test of that study
-                errors[study] = e
+        errors = {s: FileNotFoundError(f"notebooks/{s}.ipynb does not exist")
+                  for s in STUDIES if not p.notebook(s).is_file()}
+        configs = [load(s, REPO / "params" / s / "smoke.yaml") for s in STUDIES if s not in errors]
+        for study, result in run_notebooks(configs, p, log_output=False, progress_bar=False).items():
+            errors[study] = result if isinstance(result, Exception) else None  # reported by that study's test
         yield p, errors
     finally:
         if old is None:

@@ -143,3 +143,41 @@ def test_failing_cell_keeps_the_executed_notebook_and_names_the_cell(tmp_path):
     assert kept.is_file()
     assert any(o.get("output_type") == "error" for c in nbformat.read(kept, 4).cells if c.cell_type == "code"
                for o in c.outputs)
+
+
+def test_parallel_run_keeps_the_finished_notebooks_when_one_fails(tmp_path):
+    """`seglib run all --jobs 2`: a failing notebook is named, the other two run to the end and are kept,
+    and each kernel got its share of the cores."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "params", root / "params")
+    (root / "notebooks").mkdir()
+    for study in ("stroke", "prostate", "brain"):
+        body = ("raise RuntimeError('the gland went missing')" if study == "prostate" else
+                f"import os, pathlib\npathlib.Path({str(tmp_path)!r}, '{study}.threads')"
+                ".write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))")
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("profile = 'quick'\noutput_dir = None", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(body),
+        ])
+        nbformat.write(nb, root / "notebooks" / f"{study}.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(SEGLIB_ROOT=str(root), SEGLIB_BUILD=str(root / "build"))
+    proc = subprocess.run([sys.executable, "-m", "seglib.cli", "run", "all", "--profile", "smoke", "--jobs", "2"],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert proc.returncode != 0
+    assert "prostate: cell" in proc.stderr and "the gland went missing" in proc.stderr, proc.stderr
+    assert "2 at a time" in proc.stdout and "prostate: failed after" in proc.stdout, proc.stdout
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    for study in ("stroke", "brain"):
+        assert f"{study}: executed in" in proc.stdout
+        assert (root / "build" / "executed" / f"{study}.stamp.json").is_file()
+        assert (tmp_path / f"{study}.threads").read_text() == expected
+    assert (root / "build" / "executed" / "prostate.ipynb").is_file()
+    assert not (root / "build" / "executed" / "prostate.stamp.json").exists()
+
+
+def test_jobs_must_be_positive(capsys):
+    from seglib.cli import main
+
+    assert main(["run", "all", "--profile", "smoke", "--jobs", "-1"]) == 2
+    assert "--jobs -1" in capsys.readouterr().err

@@ -66,6 +66,19 @@ def _brain(scale: float = 0.05, rotate_degrees: float = 15.0, flip_prob: float =
 STUDIES: dict[str, Callable[..., list]] = {"prostate": _prostate, "brain": _brain, "none": lambda: []}
 
 
+def _untracked(fn: Callable, item: dict):
+    """``fn(item)`` with MONAI's metadata tracking off (about 3x faster per 2D item; the outputs are
+    plain tensors, which is all the training loop uses). The global flag is restored afterwards."""
+    from monai.data import get_track_meta, set_track_meta
+
+    before = get_track_meta()
+    set_track_meta(False)
+    try:
+        return fn(item)
+    finally:
+        set_track_meta(before)
+
+
 @dataclass
 class Augmentation:
     """A MONAI ``Compose`` over ``{"image", "mask"}`` returning float32 tensors.
@@ -89,7 +102,7 @@ class Augmentation:
                 raise KeyError(f"Augmentation expects keys {KEYS}; {key!r} is missing (got {sorted(item)}).")
             if np.ndim(item[key]) != 3:
                 raise ValueError(f"{key!r} must be (C, H, W), got shape {tuple(np.shape(item[key]))}.")
-        out = dict(self.compose(dict(item))) if self.transforms else dict(item)
+        out = dict(_untracked(self.compose, dict(item))) if self.transforms else dict(item)
         for key in KEYS:
             value = out[key]
             value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
