@@ -8,7 +8,8 @@ axis that a (2+1)D convolution treats separately.
 Memory format: every block is made of ``Conv{2,3}d``, ``BatchNorm``, ``ReLU``,
 ``MaxPool``, ``ConvTranspose`` and ``F.interpolate`` (all of which have
 channels-last kernels in PyTorch) and ``torch.cat`` along channels. No block calls
-``.contiguous()``, ``view`` or ``permute``, so a model moved to
+``.contiguous()`` or ``permute``, and the views of :class:`Conv2Plus1d` and :func:`pointwise`
+need no copy in channels-last, so a model moved to
 ``torch.channels_last_3d`` (``channels_last`` in 2D) keeps that format end to end.
 """
 
@@ -57,9 +58,18 @@ class Conv2Plus1d(nn.Sequential):
     ``mid_channels`` is the width between the two convolutions: ``out_channels`` by
     default (the cheap choice, fewer FLOPs and activations than the R(2+1)D
     parameter-matched width; see :func:`matched_mid_channels`).
+
+    ``z_first=True`` (set by :class:`seglib.models.UNet`, which moves Z to the front once at
+    its input): the input is ``(N, C, Z, X, Y)`` and both convolutions run as 2D
+    convolutions on views of a ``channels_last_3d`` tensor, without copies: the in-plane one
+    on ``(N·Z, C, X, Y)`` and the through-plane one, kernel 3×1, on ``(N, C, Z, X·Y)``. The
+    weights are the same ``Conv3d`` parameters, so the two forms compute the same function
+    and share checkpoints; oneDNN's 2D kernels are much faster on a CPU than its 3D ones
+    with a unit kernel axis (see ``benchmarks/conv2p1d.py``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None):
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None,
+                 z_first: bool = False):
         mid = out_channels if mid_channels is None else int(mid_channels)
         super().__init__(
             nn.Conv3d(in_channels, mid, kernel_size=(3, 3, 1), padding=(1, 1, 0), bias=False),
@@ -67,6 +77,29 @@ class Conv2Plus1d(nn.Sequential):
             nn.ReLU(inplace=True),
             nn.Conv3d(mid, out_channels, kernel_size=(1, 1, 3), padding=(0, 0, 1), bias=False),
         )
+        self.z_first = z_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.z_first:
+            return super().forward(x)
+        inplane, norm, act, through = self
+        n, c, z, h, w = x.shape
+        y = F.conv2d(x.transpose(1, 2).reshape(n * z, c, h, w), inplane.weight.squeeze(-1), padding=1)
+        mid = y.shape[1]
+        y = act(norm(y.reshape(n, z, mid, h, w).transpose(1, 2)))
+        out = F.conv2d(y.reshape(n, mid, z, h * w), through.weight.reshape(-1, mid, 3, 1), padding=(1, 0))
+        return out.reshape(n, -1, z, h, w)
+
+
+def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1(×1) convolution as a matrix product over the channels.
+
+    Same result as ``conv(x)``; in 3D it avoids PyTorch's slow reference kernel for 1×1×1
+    kernels and keeps ``channels_last_3d`` without copies.
+    """
+    if x.ndim != 5:
+        return conv(x)
+    return F.linear(x.movedim(1, -1), conv.weight.flatten(1), conv.bias).movedim(-1, 1)
 
 
 def make_conv(spatial_dims: int, in_channels: int, out_channels: int, conv: str = "3d",
@@ -110,7 +143,7 @@ class LinearUpsample(nn.Module):
         self.conv = _conv_cls(spatial_dims)(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(self.conv(x), scale_factor=2, mode=self.mode, align_corners=False)
+        return F.interpolate(pointwise(self.conv, x), scale_factor=2, mode=self.mode, align_corners=False)
 
 
 def make_upsample(spatial_dims: int, in_channels: int, out_channels: int, upsample: str) -> nn.Module:

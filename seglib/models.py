@@ -24,10 +24,12 @@ from seglib.blocks import (
     MID_CHANNEL_MODES,
     PAD_MODES,
     UPSAMPLE_MODES,
+    Conv2Plus1d,
     DoubleConv,
     UpBlock,
     crop_to,
     pad_to_multiple,
+    pointwise,
 )
 from seglib.registry import build, look_up, parameters
 
@@ -113,12 +115,20 @@ class UNet(nn.Module):
         )
         conv1 = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
         self.head = conv1(feats[0], out_channels, kernel_size=1)
+        self.z_first = conv == "2+1d"  # (2+1)D runs on (N, C, Z, X, Y): see Conv2Plus1d
+        for m in self.modules():
+            if isinstance(m, Conv2Plus1d):
+                m.z_first = self.z_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(f"UNet with spatial_dims={self.spatial_dims} expects input of shape "
                              f"(N, C, {', '.join('S' * self.spatial_dims)}); got {tuple(x.shape)}.")
+        fmt = (torch.channels_last_3d if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
+               else torch.contiguous_format)
         x, size = pad_to_multiple(x, self.multiple, self.pad_mode)
+        if self.z_first:
+            x = x.movedim(-1, 2).contiguous(memory_format=torch.channels_last_3d)
         skips = []
         for level, block in enumerate(self.encoder):
             x = block(x if level == 0 else self.pool(x))
@@ -126,7 +136,10 @@ class UNet(nn.Module):
         skips.pop()  # the bottleneck is not a skip
         for block in self.decoder:
             x = block(x, skips.pop())
-        return crop_to(self.head(x), size)
+        out = pointwise(self.head, x)
+        if self.z_first:  # back to (N, C, X, Y, Z), in the input's memory format
+            out = out.movedim(2, -1).contiguous(memory_format=fmt)
+        return crop_to(out, size)
 
 
 class UNetPlusPlus(nn.Module):

@@ -219,3 +219,42 @@ def test_registry_and_errors():
         build_model("unetpp", features=(64, 128, 256, 512))
     with pytest.raises(ValueError, match=r"expects input of shape \(N, C, S, S\)"):
         build_model("unet", spatial_dims=2, features=TINY)(torch.zeros(1, 1, 4, 4, 4))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
+def test_folded_two_plus_one_computes_the_reference_block(layout):
+    """The U-Net's (2+1)D pairs run as 2D convolutions on (N, C, Z, X, Y) views; the result must equal
+    the plain Conv3d(3,3,1) → BN → ReLU → Conv3d(1,1,3) on (N, C, X, Y, Z), forward and backward."""
+    torch.manual_seed(0)
+    model = build_model("unet", spatial_dims=3, in_channels=2, features=(4, 8, 16), conv="2+1d",
+                        upsample="linear").eval()
+    x = torch.randn(2, 2, 12, 8, 6)
+    if layout == "channels_last_3d":
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    out = model(x)
+    out.square().sum().backward()
+    grad_fast, wgrad_fast = x.grad.clone(), model.encoder[0][0][0].weight.grad.clone()
+    x.grad = None
+    model.zero_grad()
+    for m in model.modules():
+        if isinstance(m, Conv2Plus1d):
+            m.z_first = False
+    model.z_first = False
+    ref = model(x)
+    ref.square().sum().backward()
+    assert out.shape == ref.shape == (2, 1, 12, 8, 6)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_fast, x.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(wgrad_fast, model.encoder[0][0][0].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_pointwise_equals_the_1x1x1_convolution():
+    conv = nn.Conv3d(6, 3, kernel_size=1)
+    x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
+    from seglib.blocks import pointwise
+
+    y = pointwise(conv, x)
+    torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-6)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
