@@ -3,9 +3,9 @@ samplers (A5).
 
 :func:`memory_and_time` is the function the benchmark script calls as well. Peak memory on CUDA is
 ``torch.cuda.max_memory_allocated`` after a reset; on CPU each configuration runs in a **fresh**
-Python process (``subprocess``) that reports ``ru_maxrss`` (the process-lifetime peak resident set
-size, which cannot be reset in-process) minus its value after the imports, so configurations do not
-inherit each other's peak. Results are cached as CSV, keyed by every parameter and the torch
+Python process (``subprocess``, glibc told to return freed blocks at once) whose resident set is
+sampled every 0.5 ms during the steps; the peak minus the size before the model was built is
+reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by every parameter and the torch
 version, so re-rendering the report does not measure again.
 """
 
@@ -35,8 +35,12 @@ def _measure_fresh(args: dict) -> dict:
     code = ("import json, sys; import torch; import seglib.models, seglib.train_utils; "
             "from seglib.studies.stroke_step import measure_step; "
             "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
+    import os
+
+    from seglib.studies.stroke_step import MALLOC_ENV
+
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                          check=False)
+                          check=False, env={**os.environ, **MALLOC_ENV})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"memory measurement of {args} failed (exit {proc.returncode}): "
@@ -64,7 +68,7 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     prec = resolve_precision(precision, dev)
     params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
               "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
-              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 2}
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 3}
     path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
     if path is not None and path.is_file():
         log.info("memory/time measurement read from %s", path)

@@ -258,7 +258,7 @@ def claims(grid, bench: pd.DataFrame | None = None) -> list[dict]:
             out.append({"id": "a2-memory", "claim": "(2+1)D convolution needs less peak training memory than 3D",
                         "seed_says": "(2+1)D saves enough memory to train at 128³ instead of 64³",
                         "measured": f"peak memory (2+1)D vs 3D per step, {measured}", "p": None,
-                        "verdict": ("inconclusive" if float(m.max().max()) < 1.0  # below ru_maxrss resolution
+                        "verdict": ("inconclusive" if float(m.max().max()) < 1.0  # below what the sampled resident set resolves
                                     else "supported" if ok else "not supported")})
     a, b = _pairs(grid, {"conv": "3d", "loss": ["dice_bce", "gdl_ce"]}, {"conv": "2+1d"}, ("size", "loss"))
     t = test_claim(a, b, "(2+1)D costs no accuracy", alternative="two-sided", name_a="3D", name_b="(2+1)D")
