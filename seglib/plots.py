@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 from seglib.plots_bench import memory_time, sampler_figure
 from seglib.plots_images import contour_grid, multi_contours, overlay_planes, overlay_rows
 from seglib.plots_style import (GREY, LOWER_IS_BETTER, METRIC_LABELS, PALETTE, SEED_MARKERS, label,
-                                new_figure, ordered, outside_legend, palette, require_columns, save,
+                                new_figure, note_figure, ordered, outside_legend, palette, require_columns, save,
                                 style, styled)
 from seglib.registry import look_up, suggest
 
@@ -380,11 +380,12 @@ def per_volume_bars(values, mean_color: str = "red", median_color: str = "green"
 
 @styled
 def paired_scatter(a: pd.Series, b: pd.Series, label_a: str, label_b: str, metric: str = "dice",
-                   rng: np.random.Generator | None = None):
+                   rng: np.random.Generator | None = None, empty: str | None = None):
     """C6: per-case values of ``b`` against ``a`` with the identity line, and a panel of ``b − a``.
 
     Cases are paired on the index; a pair with a NaN on either side is dropped. The right panel
-    shows the differences (box and jittered points) with a zero line.
+    shows the differences (box and jittered points) with a zero line. Without any pair: a figure
+    saying ``empty`` when it is given (a grid without the compared runs), else ``ValueError``.
     """
     for name, s in (("a", a), ("b", b)):
         if not isinstance(s, pd.Series):
@@ -393,6 +394,8 @@ def paired_scatter(a: pd.Series, b: pd.Series, label_a: str, label_b: str, metri
     d = pd.concat({"a": pd.to_numeric(a, errors="coerce"), "b": pd.to_numeric(b, errors="coerce")},
                   axis=1, join="inner").dropna()
     if d.empty:
+        if empty:
+            return note_figure(f"{label_a} against {label_b}: {empty}")
         raise ValueError("paired_scatter: no case has a finite value on both sides.")
     rng = rng if rng is not None else np.random.default_rng(0)
     fig, axes = new_figure(1, 2, width=7.5, height=3.8, width_ratios=[1.0, 0.45])

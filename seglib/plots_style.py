@@ -177,3 +177,12 @@ def save(fig: Figure, path: str | Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def note_figure(text: str, width: float = 6.0, height: float = 1.6):
+    """A figure that only says why there is nothing to plot (e.g. the grid lacks the compared runs)."""
+    fig, axes = new_figure(1, 1, width=width, height=height)
+    ax = axes[0][0]
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, transform=ax.transAxes)
+    return fig

@@ -181,3 +181,22 @@ def test_jobs_must_be_positive(capsys):
 
     assert main(["run", "all", "--profile", "smoke", "--jobs", "-1"]) == 2
     assert "--jobs -1" in capsys.readouterr().err
+
+
+def test_brain_notebook_runs_a_one_configuration_grid(tmp_path, monkeypatch):
+    """A researcher's own grid (here the real-data profile's single U-Net) still gives every table and
+    figure; those that compare configurations the grid lacks say so instead of failing."""
+    from seglib.config import load
+    from seglib.execute import paths, run_notebook
+
+    monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path / "build"))
+    cfg = load("brain", REPO / "params" / "brain" / "smoke.yaml", ["grid=[{loss.name: [dice]}]"])
+    p = paths(REPO)
+    run_notebook(cfg, p, log_output=False, progress_bar=False)
+    out = p.results("brain")
+    c2 = pd.read_csv(out / "tables" / "c2.csv")
+    assert list(c2.columns) == ["note"] and "U-Net++" in c2["note"].iloc[0]
+    assert "note" in pd.read_csv(out / "tables" / "c6-claims.csv").columns
+    results = pd.read_csv(out / "tables" / "c-results.csv")
+    assert len(results) == 1 and results["configuration"].iloc[0] == "U-Net + Dice + Adam"
+    assert (out / "figures" / "c6-adam-sgd.png").stat().st_size > 1000

@@ -336,3 +336,13 @@ def test_every_figure_is_small_untitled_and_100_dpi():
         assert fig.dpi == 100
         assert 4 <= fig.get_figwidth() <= 10
         assert fig._suptitle is None
+
+
+def test_paired_scatter_without_pairs_says_why_or_raises():
+    a, b = pd.Series({"p1": 0.8}), pd.Series(dtype=float)
+    with pytest.raises(ValueError, match="no case"):
+        plots.paired_scatter(a, b, "Adam", "SGD")
+    fig = plots.paired_scatter(a, b, "Adam", "SGD", empty="this grid has no SGD run")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("no SGD run" in t for t in texts)
+    plt.close(fig)

@@ -46,10 +46,15 @@ class Session:
         self.grid = run_grid(self.cfg, self.data(), self.paths, force=force)
         return self.grid
 
-    def table(self, df: pd.DataFrame, label: str) -> pd.DataFrame:
-        """Record ``df`` as table ``label`` (written as CSV at the end) and return it for display."""
+    def table(self, df: pd.DataFrame, label: str, empty: str | None = None) -> pd.DataFrame:
+        """Record ``df`` as table ``label`` (written as CSV at the end) and return it for display.
+
+        An empty ``df`` is an error, unless ``empty`` says why there is nothing to measure in this
+        grid (e.g. no U-Net++ run): then the table is that one note."""
         if not label.startswith("tbl-"):
             raise ValueError(f"table label {label!r} must start with 'tbl-' (Quarto's cross-reference prefix)")
+        if df.empty and empty:
+            df = pd.DataFrame({"note": [empty]})
         if df.empty:
             raise ValueError(f"table {label} is empty: nothing was measured for it")
         self.tables[label] = df
