@@ -4,12 +4,13 @@ Measured through the same code as the report's table A2
 (:func:`seglib.studies.stroke_measure.memory_and_time` and its
 ``seglib.studies.stroke_step.measure_step``: U-Net with trilinear up-sampling, DiceBCE,
 SGD, batch 2 of random 2-channel volumes, one warm-up step then timed steps, each configuration
-in a fresh process whose peak resident memory is read). ``memory_and_time`` always uses
+in a fresh process whose resident set is sampled). ``memory_and_time`` always uses
 ``channels_last_3d``; the default (contiguous) layout is measured by the same ``measure_step`` with
 ``torch.channels_last_3d`` pointed at ``torch.contiguous_format`` while it runs. Each conv mode is then compared
 at its own best layout, at equal precision. Goal: (2+1)D at least 1.5x faster per step than 3D
-and lower peak memory. Where the goal is missed, ``torch.profiler`` shows the top operators of one
-step per mode.
+and lower peak memory. Where the goal is missed, ``torch.profiler`` splits one step of each mode into
+convolution, batch norm + ReLU, layout copies, sampling / concat, optimiser and the rest, and lists
+the top operators: where the time goes.
 
     .venv/bin/python benchmarks/conv2p1d.py [--quick] [--sizes 32 64 128] [--precisions fp32 bf16]
 """
@@ -145,8 +146,34 @@ def profile_step(conv: str, size: int, features: Sequence[int], precision: str, 
         step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [{"conv": conv, "layout": layout, "op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
-             "share_pct": 100 * e.self_cpu_time_total / total} for e in events[:top]]
+    rows = [{"conv": conv, "layout": layout, "op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share_pct": 100 * e.self_cpu_time_total / total} for e in events]
+    return rows[:top] if top else rows
+
+
+#: operator-name fragments → the part of a training step they belong to (first match wins)
+CATEGORIES = (("convolution", ("convolution", "conv2d", "conv3d")),
+              ("batch norm + ReLU", ("batch_norm", "threshold", "relu", "clamp_min")),
+              ("layout copies", ("copy_", "clone", "contiguous")),
+              ("up/down-sampling, concat", ("upsample", "max_pool", "cat")),
+              ("optimiser", ("optimizer", "sgd", "foreach", "add_", "mul_")))
+
+
+def breakdown(profile_rows: Sequence[dict]) -> list[dict]:
+    """Self CPU time of one step per category (:data:`CATEGORIES`, the rest "other"), per conv mode,
+    with the (2+1)D / 3D ratio per category: where the time of each mode goes."""
+    per: dict[str, dict[str, float]] = {}
+    for r in profile_rows:
+        name = r["op"].lower()
+        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
+        per.setdefault(cat, {}).setdefault(r["conv"], 0.0)
+        per[cat][r["conv"]] += r["self_ms"]
+    order = [c for c, _ in CATEGORIES] + ["other"]
+    rows = [{"part": c, "3d_ms": per[c].get("3d", 0.0), "2+1d_ms": per[c].get("2+1d", 0.0),
+             "speedup": bc.ratio(per[c].get("3d", 0.0), per[c].get("2+1d", 0.0))} for c in order if c in per]
+    t3, t21 = sum(r["3d_ms"] for r in rows), sum(r["2+1d_ms"] for r in rows)
+    rows.append({"part": "whole step", "3d_ms": t3, "2+1d_ms": t21, "speedup": bc.ratio(t3, t21)})
+    return rows
 
 
 def main(argv=None) -> int:
@@ -192,7 +219,7 @@ def main(argv=None) -> int:
                                           "load_average": {"start": bench.load["start"], "now": bc.load_average()}})
         bench.add_table("measurements", rows, ["conv", "size", "features", "precision", "memory_format",
                                                "time_per_step_s", "peak_mem_mb", "params", "steps"],
-                        title="every configuration (stroke_measure; peak = process RSS peak minus after-import)")
+                        title="every configuration (stroke_measure; peak = sampled RSS peak minus RSS before the model)")
         comp = compare(rows)
         bench.add_table("comparison", comp, title=f"each mode at its best layout (goal: speedup >= {GOAL_SPEEDUP} "
                                                   f"and 2+1d_mb < 3d_mb)")
@@ -201,13 +228,20 @@ def main(argv=None) -> int:
                        "not reset between configurations)")
         missed = [c for c in comp if not c["goal_met"]] or (comp if args.quick else [])  # quick: exercise it
         if missed and not args.no_profile:
-            c = min(missed, key=lambda c: c["size"])  # the cheapest configuration that misses the goal
-            feats = [int(f) for f in str(c["widths"]).split("-")]
-            prof = []
-            for conv in ("3d", "2+1d"):
-                prof += profile_step(conv, int(c["size"]), feats, c["precision"], c[f"{conv}_layout"], batch)
-            bench.add_table("profile", prof, title=f"{'profile' if args.quick else 'goal missed'}: top operators of one step at {c['size']}^3 "
-                                                   f"widths {c['widths']} {c['precision']} (self CPU time)")
+            # where the time goes, at each size whose goal is missed (issue widths)
+            for c in sorted(missed, key=lambda c: c["size"]):
+                if c["widths"] != "-".join(map(str, widths)) or c["size"] > 64:
+                    continue
+                feats = [int(f) for f in str(c["widths"]).split("-")]
+                prof = []
+                for conv in ("3d", "2+1d"):
+                    prof += profile_step(conv, int(c["size"]), feats, c["precision"], c[f"{conv}_layout"], batch,
+                                         top=None)
+                tag = f"{c['size']}^3 widths {c['widths']} {c['precision']}"
+                bench.add_table(f"breakdown_{c['size']}", breakdown(prof),
+                                title=f"where the time of one step goes at {tag} (self CPU ms, torch.profiler)")
+                top = [r for conv in ("3d", "2+1d") for r in [x for x in prof if x["conv"] == conv][:8]]
+                bench.add_table(f"profile_{c['size']}", top, title=f"top operators of one step at {tag}")
         for c in comp:
             bench.note(f"{c['size']}^3 {c['widths']} {c['precision']}: (2+1)D {c['speedup']:.2f}x the speed of 3D, "
                        f"memory {c['mem_ratio']:.2f}x -> goal {'met' if c['goal_met'] else 'NOT met'}")

@@ -139,6 +139,21 @@ def test_compare_goal_needs_speed_and_memory():
     assert c["speedup"] == pytest.approx(2.0) and not c["goal_met"]  # faster but more memory
 
 
+def test_breakdown_sorts_operators_into_parts_of_the_step():
+    prof = [{"conv": "3d", "op": "aten::convolution_backward", "self_ms": 60.0},
+            {"conv": "3d", "op": "aten::mkldnn_convolution", "self_ms": 30.0},
+            {"conv": "3d", "op": "aten::native_batch_norm", "self_ms": 10.0},
+            {"conv": "2+1d", "op": "aten::convolution_backward", "self_ms": 30.0},
+            {"conv": "2+1d", "op": "aten::native_batch_norm", "self_ms": 20.0},
+            {"conv": "2+1d", "op": "aten::copy_", "self_ms": 5.0},
+            {"conv": "2+1d", "op": "aten::something_else", "self_ms": 5.0}]
+    rows = {r["part"]: r for r in conv2p1d.breakdown(prof)}
+    assert rows["convolution"]["3d_ms"] == 90.0 and rows["convolution"]["speedup"] == pytest.approx(3.0)
+    assert rows["batch norm + ReLU"]["speedup"] == pytest.approx(0.5)
+    assert rows["layout copies"]["3d_ms"] == 0.0 and rows["other"]["2+1d_ms"] == 5.0
+    assert rows["whole step"]["3d_ms"] == 100.0 and rows["whole step"]["speedup"] == pytest.approx(100 / 60)
+
+
 # ----------------------------------------------------------------------------- samplers
 def test_run_sampler_on_a_cube_lesion():
     # a 4^3 lesion in a 16^3 volume with 8^3 patches: every accepted patch holds >= 40 % of it
