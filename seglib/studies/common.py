@@ -31,8 +31,17 @@ log = logging.getLogger(__name__)
 
 LAYOUT_NAMES = {"isles22": "ISLES'22", "atlas2": "ATLAS R2.0", "prostatex": "PROSTATEx (Cuocolo)",
                 "lgg": "Kaggle LGG kaggle_3m"}
-# phantom knobs per dataset, chosen so a small U-Net learns the task on 2 CPU cores but not perfectly
-PHANTOM_KNOBS: dict[str, dict[str, Any]] = {"isles22": {"lesions": [1, 3], "lesion_radius": [7.0, 13.0], "contrast": 2.0, "noise": 0.05}, "atlas2": {}, "prostatex": {}, "lgg": {}}
+# Phantom knobs per dataset, tuned so that under the quick profile the best configuration of each study
+# reaches a mean per-case Dice above 0.8 while the configurations stay apart (measured 2026-11-25, one
+# thread: stroke DiceBCE (2+1)D 16³ 0.76 ... 3D 24³ 0.85; prostate BCE 0.81 ... Tversky α=0.5 0.88;
+# brain SGD 0.02-0.21, U-Net++ 0.77, U-Net + Adam 0.81-0.84). Before: stroke 0.80 at best (contrast 2.0),
+# prostate and brain 0.47 and 0.72 at best with the generators' default contrast.
+PHANTOM_KNOBS: dict[str, dict[str, Any]] = {
+    "isles22": {"lesions": [1, 3], "lesion_radius": [8.0, 14.0], "contrast": 2.5, "noise": 0.04},
+    "atlas2": {},
+    "prostatex": {"contrast": 2.0},
+    "lgg": {"contrast": 1.5, "tumour_radius": [0.18, 0.36]},
+}
 
 
 def study_module(study: str):
