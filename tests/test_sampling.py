@@ -236,3 +236,24 @@ def test_real_isles_mask_acceptance():
     rng = np.random.default_rng(0)
     aware = acceptance_stats([lesion_aware_sample(index, 16, rng, threshold=0.4) for _ in range(100)])
     assert (1 / p) / aware["draws_per_accepted"] >= 100
+
+
+def test_lesion_aware_with_threshold_draws_once_from_exactly_the_accepted_positions():
+    """One draw per patch, uniform over the positions rejection sampling would accept (found here by
+    brute force over every corner): the same distribution without the rejected draws."""
+    mask = np.zeros((9, 8, 7), np.uint8)
+    mask[3:6, 2:5, 2:4] = 1
+    mask[7, 6, 5] = 1
+    size, t = 4, 0.5
+    total = mask.sum()
+    accepted = {c for c in np.ndindex(6, 5, 4)
+                if mask[c[0]:c[0] + size, c[1]:c[1] + size, c[2]:c[2] + size].sum() >= t * total}
+    rng = np.random.default_rng(0)
+    index = PatchIndex(mask, size)
+    draws = [lesion_aware_sample(index, size, rng, threshold=t) for _ in range(3000)]
+    assert all(d.draws == 1 and d.accepted and d.lesion_fraction >= t for d in draws)
+    seen = [d.corner for d in draws]
+    assert set(seen) == accepted
+    counts = np.array([seen.count(c) for c in accepted])
+    expected = len(draws) / len(accepted)
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)  # uniform within sampling noise

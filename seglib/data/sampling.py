@@ -142,6 +142,15 @@ class PatchIndex:
     def max_fraction(self) -> float:
         return float(self.table.max() / self.total) if self.total else float("nan")
 
+    def accepted_corners(self, threshold: float) -> np.ndarray:
+        """Every corner whose patch holds ``>= threshold`` (> 0) of the lesion, ``(n, ndim)``; cached."""
+        cache = self.__dict__.setdefault("_accepted", {})
+        key = float(threshold)
+        if key not in cache:
+            hits = np.argwhere(self.table >= key * self.total) if self.total else np.zeros((0, len(self.shape)), int)
+            cache[key] = hits + self.lo
+        return cache[key]
+
     @cached_property
     def lesion_voxels(self) -> np.ndarray:
         return np.argwhere(self._lesion)
@@ -252,15 +261,17 @@ def lesion_aware_sample(
     max_draws: int = 1000,
     fallback: str = "lesion_centred",
 ) -> PatchDraw:
-    """Centre the patch on a random lesion voxel with probability ``pos_ratio``, otherwise on a
-    random background voxel (clipped to the volume); with ``threshold``, half the proposals place the
-    chosen voxel at a uniformly random position inside the patch instead of its centre — the pattern of MONAI's
-    ``RandCropByPosNegLabeld`` / torchio's ``LabelSampler``, written here to count draws.
+    """Without ``threshold``: centre the patch on a random lesion voxel with probability ``pos_ratio``,
+    otherwise on a random background voxel (clipped to the volume): the pattern of MONAI's
+    ``RandCropByPosNegLabeld`` / torchio's ``LabelSampler``, one draw per patch.
 
-    Without ``threshold`` the first patch is accepted (``draws=1``). With ``threshold`` the draw
-    is repeated until the patch holds that fraction of the whole lesion, counting draws exactly as
-    :func:`rejection_sample` does, so the two samplers compare in draws per accepted patch.
-    Empty mask: a uniform patch, ``fallback_used="empty_mask"``. A mask with no background voxel
+    With ``threshold``: one draw, uniform over the patch positions that hold at least that fraction
+    of the whole lesion, read from the summed-volume table of :class:`PatchIndex`. That is exactly
+    the distribution of the patches :func:`rejection_sample` accepts (a uniform proposal conditioned
+    on acceptance), without the rejected draws, so the two compare in draws per accepted patch
+    (``1 / p`` against 1). ``pos_ratio`` and ``max_draws`` do not apply then.
+    Empty mask: a uniform patch, ``fallback_used="empty_mask"``; a threshold that no position
+    reaches: the fallback, ``fallback_used="unreachable"``. A mask with no background voxel
     centres every draw on the lesion.
     """
     if not 0.0 <= float(pos_ratio) <= 1.0:
@@ -272,26 +283,19 @@ def lesion_aware_sample(
         return _draw(index, index.uniform_corners(rng, 1)[0], 1, False, "empty_mask")
     lesion, background = index.lesion_voxels, index.background_voxels
 
-    def propose(n: int) -> np.ndarray:
-        positive = (rng.random(n) < pos_ratio) | (len(background) == 0)
-        centres = np.empty((n, len(index.shape)), np.int64)
-        k = int(positive.sum())
-        centres[positive] = lesion[rng.integers(len(lesion), size=k)]
-        if k < n:
-            centres[~positive] = background[rng.integers(len(background), size=n - k)]
-        if threshold is None:
-            return index.centred_corners(centres)
-        # with a threshold, half the proposals hold the chosen voxel at a uniform offset: centred
-        # patches alone may never hold enough of an elongated or scattered lesion
-        size = np.array(index.size)
-        offset = np.where(rng.random((n, 1)) < 0.5, size // 2, rng.integers(0, size, size=centres.shape))
-        return np.clip(centres - offset, 0, np.array(index.n_corners) - 1)
-
-    if threshold is None:
-        return _draw(index, propose(1)[0], 1, True, None)
-    if index.max_fraction() < threshold:
-        return _fallback(index, rng, fallback, 0, "unreachable")
-    return _search(index, rng, propose, threshold, int(max_draws), fallback)
+    if threshold is not None:
+        if index.max_fraction() < threshold:
+            return _fallback(index, rng, fallback, 0, "unreachable")
+        if threshold <= 0:
+            return _draw(index, index.uniform_corners(rng, 1)[0], 1, True, None)
+        corners = index.accepted_corners(threshold)
+        return _draw(index, corners[rng.integers(len(corners))], 1, True, None)
+    n_dim = len(index.shape)
+    if rng.random() < pos_ratio or len(background) == 0:
+        centre = lesion[rng.integers(len(lesion))]
+    else:
+        centre = background[rng.integers(len(background))]
+    return _draw(index, index.centred_corners(np.asarray(centre).reshape(1, n_dim))[0], 1, True, None)
 
 
 def acceptance_stats(draws: Sequence[PatchDraw]) -> dict:
