@@ -37,6 +37,7 @@ from seglib.train_state import TrainState, determinism, save_checkpoints, try_re
 from seglib.train_types import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
 from seglib.train_utils import (
     autocast,
+    channels_last_format,
     make_loader,
     peak_memory_mb,
     reseed_loader,
@@ -69,8 +70,8 @@ def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last and x.dim() in (4, 5):
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
     return x
 
 
@@ -227,7 +228,7 @@ def fit(
         seed_all(settings.seed)
         model.to(device)
         if use_cl:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=channels_last_format(model))
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(device)
         optimizer = build_optimizer(model.parameters(), settings)

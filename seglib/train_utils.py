@@ -138,32 +138,48 @@ def autocast(device: torch.device, precision: str):
 
 
 # --------------------------------------------------------------------------- memory format
-def is_2d_cnn(model: nn.Module) -> bool:
-    """True when ``model`` has 2D convolutions and no 3D ones."""
+def cnn_dims(model: nn.Module) -> int | None:
+    """2 for a CNN with only 2D convolutions, 3 with only 3D ones, else None."""
     has2d = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
     has3d = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in model.modules())
-    return has2d and not has3d
+    return 2 if has2d and not has3d else 3 if has3d and not has2d else None
+
+
+def is_2d_cnn(model: nn.Module) -> bool:
+    """True when ``model`` has 2D convolutions and no 3D ones."""
+    return cnn_dims(model) == 2
+
+
+def channels_last_format(model: nn.Module) -> torch.memory_format:
+    """``channels_last`` for a 2D CNN, ``channels_last_3d`` for a 3D one."""
+    return torch.channels_last_3d if cnn_dims(model) == 3 else torch.channels_last
 
 
 def resolve_channels_last(setting: str | bool, model: nn.Module, device: torch.device, precision: str) -> bool:
-    """Whether to train in channels-last memory format.
+    """Whether to train in channels-last memory format (``channels_last`` in 2D, ``channels_last_3d`` in 3D).
 
-    ``setting`` is ``"auto"`` / ``"on"`` / ``"off"`` or a bool. ``"auto"`` is on for 2D
-    CNNs on CUDA, and on CPU under bf16 (where oneDNN prefers NHWC); off otherwise
-    (3D models, fp32 CPU, MPS). An explicit on for a non-2D model is ignored with a log line.
+    ``setting`` is ``"auto"`` / ``"on"`` / ``"off"`` or a bool. ``"auto"``: 2D CNNs on CUDA, and on CPU
+    under bf16 (where oneDNN prefers NHWC); 3D CNNs on CPU and CUDA (measured on a 2-core EPYC,
+    fp32: a training step of study A's U-Net 1.17x faster at 24³, 1.43x at 64³ and 1.28x at 128³ than
+    in the default layout, while 2D U-Nets in fp32 were as fast or faster contiguous); off otherwise
+    (MPS, models mixing or lacking convolutions). An explicit on for a model that is not a 2D or 3D
+    CNN is ignored with a log line.
     """
+    dims = cnn_dims(model)
     if setting in ("on", True):
-        if not is_2d_cnn(model):
-            logger.info("channels_last requested but the model is not a 2D CNN: ignored")
+        if dims is None:
+            logger.info("channels_last requested but the model is not a 2D or 3D CNN: ignored")
             return False
         return True
     if setting in ("off", False):
         return False
     if setting != "auto":
         raise ValueError(f"channels_last must be 'auto', 'on', 'off', True or False, got {setting!r}")
-    if not is_2d_cnn(model):
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
+    if dims == 3:
+        return device.type in ("cpu", "cuda")
+    if dims == 2:
+        return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
+    return False
 
 
 # --------------------------------------------------------------------------- memory
