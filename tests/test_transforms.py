@@ -48,6 +48,21 @@ def test_brain_scale_keeps_size_and_area_within_bounds():
         assert 0.85 * area <= out["mask"].sum() <= 1.2 * area
 
 
+def test_brain_zoom_enlarges_by_the_drawn_factor_in_one_resampling():
+    """A zoom z > 1 enlarges the image (as MONAI's RandZoomd, Buda's scale): a centred square's area
+    grows by about z², whatever the rotation; the mask keeps exactly {0, 1}."""
+    mask = np.zeros((1, 64, 64), np.float32)
+    mask[0, 24:40, 24:40] = 1
+    item = {"image": mask.copy(), "mask": mask}
+    for seed in range(8):
+        aug = build_augmentation("brain", seed=seed, scale=0.4, rotate_degrees=30.0, flip_prob=0.0)
+        out = aug(item)
+        zoom = aug.transforms[0].zoom
+        assert 0.6 <= zoom <= 1.4
+        assert out["mask"].sum().item() == pytest.approx(256 * zoom**2, rel=0.15)
+        assert set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0}
+
+
 def test_seeded_and_none():
     item = _item()
     a = build_augmentation("brain", seed=11)(item)
