@@ -160,7 +160,7 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
 
 
 def default_jobs(n_notebooks: int) -> int:
-    """Notebooks to execute at once: one per two CPU cores' worth of work, at most one per notebook.
+    """Notebooks to execute at once: one per CPU core, at most one per notebook.
 
     Small U-Nets scale poorly past one thread (measured here: 2 threads gave 1.1-1.3x per step), so on
     2 cores two notebooks with one thread each finish sooner than one after the other with two.
