@@ -165,3 +165,21 @@ def test_table_a1_and_claims_on_a_known_grid():
     h = stroke.headline(grid)
     assert h["best_config"].endswith("loss=gdl_ce") and h["gdl_ce_as_published_dice"] == pytest.approx(0.05)
     assert "GDL+CE as published" in stroke.describe_a1(grid) and "0.72" in stroke.describe_a6(grid)
+
+
+def test_peak_rss_sees_a_short_lived_allocation():
+    """The A2 CPU peak: a 256 MiB tensor that lives for a few milliseconds is seen by the sampler even
+    though the process's resident size afterwards is back near where it started."""
+    import time
+
+    import torch
+
+    from seglib.studies.stroke_step import PeakRSS, rss_mb
+
+    base = rss_mb()
+    with PeakRSS() as sampler:
+        x = torch.ones(64, 2**20)  # 256 MiB, touched
+        time.sleep(0.02)
+        del x
+        time.sleep(0.01)
+    assert sampler.peak - base > 200
