@@ -123,7 +123,7 @@ def profile_step(conv: str, size: int, features: Sequence[int], precision: str, 
 
     from seglib.models import build_model
     from seglib.studies.stroke_step import dice_bce
-    from seglib.train_utils import autocast
+    from seglib.train_utils import fixed_batch_step
 
     dev = torch.device("cpu")
     fmt = torch.contiguous_format if layout == "contiguous" else torch.channels_last_3d
@@ -134,12 +134,7 @@ def profile_step(conv: str, size: int, features: Sequence[int], precision: str, 
     y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, precision):
-            logits = model(x)
-        dice_bce(logits.float(), y).backward()
-        opt.step()
+    step = fixed_batch_step(model, x, y, dice_bce, opt, dev, precision)
 
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -81,7 +81,7 @@ def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str,
     from seglib.studies.common import build_cell_loss, build_cell_model, train_settings
     from seglib.train import make_loader
     from seglib.train_types import build_optimizer
-    from seglib.train_utils import (autocast, channels_last_format, resolve_channels_last, resolve_device,
+    from seglib.train_utils import (channels_last_format, fixed_batch_step, resolve_channels_last, resolve_device,
                                      resolve_precision)
 
     settings = train_settings(cell)
@@ -101,12 +101,7 @@ def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str,
     if cl:
         x = x.contiguous(memory_format=fmt)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, precision):
-            logits = model(x)
-        loss_fn(logits.float(), y).backward()
-        opt.step()
+    step = fixed_batch_step(model, x, y, loss_fn, opt, dev, precision)
 
     times = bc.time_calls(step, repeats=steps, warmup=1)
     return x.shape[0] / (sum(times) / len(times)), precision, cl

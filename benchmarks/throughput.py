@@ -103,24 +103,14 @@ def memory_format(spatial_dims: int, channels_last: bool):
 
 def make_step(model, x, y, loss_fn, precision: str, channels_last: bool, spatial_dims: int):
     """A closure running one training step (Adam) in ``precision`` / memory format; returns the loss."""
-    from seglib.train_utils import autocast
+    from seglib.train_utils import fixed_batch_step
 
     fmt = memory_format(spatial_dims, channels_last)
     model = model.to(memory_format=fmt).train()
     x = x.contiguous(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    dev = torch.device("cpu")
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, precision):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
-    return step
+    step = fixed_batch_step(model, x, y, loss_fn, opt, torch.device("cpu"), precision)
+    return lambda: float(step())
 
 
 # --------------------------------------------------------------------------- 1. peak

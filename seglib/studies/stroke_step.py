@@ -66,7 +66,7 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
     """``steps`` timed training steps (forward, backward, SGD) after one warm-up step, in
     ``channels_last_3d``; peak memory since just before the model was built."""
     from seglib.models import build_model, count_parameters
-    from seglib.train_utils import autocast, resolve_device, resolve_precision
+    from seglib.train_utils import fixed_batch_step, resolve_device, resolve_precision
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -87,12 +87,7 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     model.train()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, prec):
-            logits = model(x)
-        dice_bce(logits.float(), y).backward()
-        opt.step()
+    step = fixed_batch_step(model, x, y, dice_bce, opt, dev, prec)
 
     step()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
     if dev.type == "cuda":
