@@ -177,7 +177,7 @@ def fit_overhead(cfg: dict, steps: int, repeats: int) -> dict:
     from torch.utils.data import TensorDataset
 
     from seglib.train import TrainSettings, fit, make_loader
-    from seglib.train_utils import autocast, resolve_channels_last, resolve_precision
+    from seglib.train_utils import bare_step, resolve_channels_last, resolve_precision
 
     _, x, y, loss_fn = build(dict(cfg, batch=cfg["batch"] * steps))
     loader = make_loader(TensorDataset(x, y), cfg["batch"], shuffle=True, seed=0)
@@ -200,13 +200,7 @@ def fit_overhead(cfg: dict, steps: int, repeats: int) -> dict:
         model.to(dev, memory_format=fmt).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         for xb, yb in loader:
-            xb = xb.contiguous(memory_format=fmt)
-            opt.zero_grad(set_to_none=True)
-            with autocast(dev, precision):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
-            loss.backward()
-            opt.step()
+            bare_step(model, xb.contiguous(memory_format=fmt), yb, loss_fn, opt, dev, precision)
         return time.perf_counter() - t0
 
     run_bare()  # warm-up of the kernels for this shape
