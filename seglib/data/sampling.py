@@ -101,6 +101,7 @@ class PatchIndex:
         self.total = int(lesion.sum())
         self.n_corners = tuple(s - p + 1 for s, p in zip(self.shape, self.size))
         self._lesion = lesion
+        self._accepted: dict[float, np.ndarray] = {}
         if self.total == 0:
             self.lo = np.zeros(len(self.shape), int)
             self.table = np.zeros((0,) * len(self.shape), np.int64)
@@ -144,12 +145,10 @@ class PatchIndex:
 
     def accepted_corners(self, threshold: float) -> np.ndarray:
         """Every corner whose patch holds ``>= threshold`` (> 0) of the lesion, ``(n, ndim)``; cached."""
-        cache = self.__dict__.setdefault("_accepted", {})
         key = float(threshold)
-        if key not in cache:
-            hits = np.argwhere(self.table >= key * self.total) if self.total else np.zeros((0, len(self.shape)), int)
-            cache[key] = hits + self.lo
-        return cache[key]
+        if key not in self._accepted:
+            self._accepted[key] = np.argwhere(self.table >= key * self.total) + self.lo
+        return self._accepted[key]
 
     @cached_property
     def lesion_voxels(self) -> np.ndarray:
@@ -281,8 +280,6 @@ def lesion_aware_sample(
     index = _index(mask, patch_size)
     if index.total == 0:
         return _draw(index, index.uniform_corners(rng, 1)[0], 1, False, "empty_mask")
-    lesion, background = index.lesion_voxels, index.background_voxels
-
     if threshold is not None:
         if index.max_fraction() < threshold:
             return _fallback(index, rng, fallback, 0, "unreachable")
@@ -290,6 +287,7 @@ def lesion_aware_sample(
             return _draw(index, index.uniform_corners(rng, 1)[0], 1, True, None)
         corners = index.accepted_corners(threshold)
         return _draw(index, corners[rng.integers(len(corners))], 1, True, None)
+    lesion, background = index.lesion_voxels, index.background_voxels
     n_dim = len(index.shape)
     if rng.random() < pos_ratio or len(background) == 0:
         centre = lesion[rng.integers(len(lesion))]

@@ -81,12 +81,15 @@ class RandScaleRotated(RandomizableTransform, MapTransform):
     def __call__(self, data):
         d = dict(data)
         self.randomize()
+        affine = AffineGrid(rotate_params=self.angle, scale_params=(1.0 / self.zoom,) * 2)
+        grids = {}  # one sampling grid per spatial size (image and mask share it)
         for key, mode in zip(self.keys, self.modes):
-            img = torch.as_tensor(np.asarray(d[key]) if not isinstance(d[key], torch.Tensor) else d[key])
-            grid = AffineGrid(rotate_params=self.angle, scale_params=(1.0 / self.zoom,) * (img.ndim - 1))(
-                spatial_size=tuple(img.shape[1:]))
-            grid = grid[0] if isinstance(grid, tuple) else grid
-            d[key] = self.resample(img.float(), grid, mode=mode, padding_mode="zeros")
+            img = torch.as_tensor(d[key]).float()
+            size = tuple(img.shape[1:])
+            if size not in grids:
+                grid = affine(spatial_size=size)
+                grids[size] = grid[0] if isinstance(grid, tuple) else grid
+            d[key] = self.resample(img, grids[size], mode=mode, padding_mode="zeros")
         return d
 
 

@@ -5,7 +5,8 @@ samplers (A5).
 ``torch.cuda.max_memory_allocated`` after a reset; on CPU each configuration runs in a **fresh**
 Python process (``subprocess``, glibc told to return freed blocks at once) whose resident set is
 sampled every 0.5 ms during the steps; the peak minus the size before the model was built is
-reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by every parameter and the torch
+reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by
+every parameter and the torch
 version, so re-rendering the report does not measure again.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.hashing import stable_hash
-from seglib.studies.stroke_step import measure_step
+from seglib.studies.stroke_step import MALLOC_ENV, measure_step
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,6 @@ def _measure_fresh(args: dict) -> dict:
     code = ("import json, sys; import torch; import seglib.models, seglib.train_utils; "
             "from seglib.studies.stroke_step import measure_step; "
             "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
-    import os
-
-    from seglib.studies.stroke_step import MALLOC_ENV
-
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           check=False, env={**os.environ, **MALLOC_ENV})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -5,6 +5,7 @@ and reports the peak memory and the time per step. Called by
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -70,38 +71,38 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    base_rss = rss_mb()
-    sampler = PeakRSS() if dev.type == "cpu" else None
-    if sampler is not None:
-        sampler.__enter__()
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-        base_cuda = torch.cuda.memory_allocated(dev) / 2**20
-    model = build_model("unet", spatial_dims=3, in_channels=in_channels, out_channels=1, features=tuple(features),
-                        upsample="linear", conv=conv).to(dev).to(memory_format=torch.channels_last_3d)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, in_channels, size, size, size, generator=gen).to(dev)
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float().to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    model.train()
-
-    step = fixed_batch_step(model, x, y, dice_bce, opt, dev, prec)
-
-    step()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    for _ in range(int(steps)):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    cuda = dev.type == "cuda"
+    with contextlib.ExitStack() as stack:
+        base_rss = rss_mb()
+        sampler = None if cuda else stack.enter_context(PeakRSS())
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            base_cuda = torch.cuda.memory_allocated(dev) / 2**20
+        model = build_model("unet", spatial_dims=3, in_channels=in_channels, out_channels=1,
+                            features=tuple(features), upsample="linear",
+                            conv=conv).to(dev).to(memory_format=torch.channels_last_3d)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, in_channels, size, size, size, generator=gen).to(dev)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float().to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        model.train()
+        step = fixed_batch_step(model, x, y, dice_bce, opt, dev, prec)
+        step()  # warm-up (allocator, oneDNN / cuDNN kernel choice)
+        if cuda:
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        for _ in range(int(steps)):
+            step()
+        if cuda:
+            torch.cuda.synchronize(dev)
+        seconds = (time.perf_counter() - t0) / int(steps)
+    if cuda:
         peak, source = torch.cuda.max_memory_allocated(dev) / 2**20 - base_cuda, "cuda max_memory_allocated"
     else:
-        sampler.__exit__(None, None, None)
         peak, source = sampler.peak - base_rss, CPU_PEAK_SOURCE
     return {"conv": conv, "size": int(size), "peak_mem_mb": float(peak),
-            "time_per_step_s": (time.perf_counter() - t0) / int(steps), "params": int(count_parameters(model)),
+            "time_per_step_s": seconds, "params": int(count_parameters(model)),
             "precision": prec, "memory_format": "channels_last_3d", "device": str(dev), "batch": int(batch),
             "features": "-".join(map(str, features)), "steps": int(steps), "peak_source": source}
