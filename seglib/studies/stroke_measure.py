@@ -6,8 +6,7 @@ samplers (A5).
 Python process (``subprocess``, glibc told to return freed blocks at once) whose resident set is
 sampled every 0.5 ms during the steps; the peak minus the size before the model was built is
 reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by
-every parameter and the torch
-version, so re-rendering the report does not measure again.
+every parameter and the torch version, so re-rendering the report does not measure again.
 """
 
 from __future__ import annotations
