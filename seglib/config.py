@@ -103,6 +103,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     threshold: float = field(default=0.5, metadata=_rng(0, 1, True, True))  # on the sigmoid output
+    # CPU threads a run trains and evaluates with: part of the run's key, since a CPU's floating-point
+    # sums (and so the trained bits) depend on how the work is split between threads
+    cpu_threads: int = field(default=1, metadata=_rng(1, 1024))
 
 
 @dataclass(frozen=True)

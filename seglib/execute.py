@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from seglib import __version__
 from seglib.config import STUDIES, StudyConfig, as_dict, project_root
 
 log = logging.getLogger(__name__)
@@ -107,13 +106,21 @@ def notebook_parameters(cfg: StudyConfig, output_dir: Path | None = None) -> dic
 
 
 def stamp(cfg: StudyConfig, notebook: Path) -> dict:
-    """What makes an executed notebook up to date: the config, the notebook's source, seglib's version."""
+    """What makes an executed notebook up to date: the config, the notebook's source and every file of
+    the library (its parsed code; the site templates byte for byte). A change to a table or figure
+    function re-executes the notebook; its runs stay cached unless the training code changed."""
+    from seglib.fingerprint import code_fingerprint
+
     src = hashlib.sha256(notebook.read_bytes()).hexdigest()[:16] if notebook.exists() else None
-    return {"config_hash": cfg.hash, "notebook_sha": src, "seglib_version": __version__}
+    return {"config_hash": cfg.hash, "notebook_sha": src, "library_fingerprint": code_fingerprint("all")}
+
+
+def _stamp_file(p: Paths, study: str) -> Path:
+    return p.executed / f"{study}.stamp.json"
 
 
 def is_up_to_date(cfg: StudyConfig, p: Paths) -> bool:
-    stamp_file = p.executed / f"{cfg.study}.stamp.json"
+    stamp_file = _stamp_file(p, cfg.study)
     if not stamp_file.is_file() or not p.executed_notebook(cfg.study).is_file():
         return False
     try:
@@ -123,13 +130,39 @@ def is_up_to_date(cfg: StudyConfig, p: Paths) -> bool:
     return old == stamp(cfg, p.notebook(cfg.study)) and (p.results(cfg.study) / "results.json").is_file()
 
 
+def notebook_lock(p: Paths, study: str):
+    """The lock that one process at a time holds while it executes ``study``'s notebook."""
+    from seglib.locks import FileLock
+
+    return FileLock(p.executed / f".{study}.lock")
+
+
+def _publish(staged_nb: Path, staged_results: Path, nb: Path, results: Path) -> None:
+    """Move a successful execution into place: the results folder by two renames (the old one out,
+    the new one in), then the notebook by ``os.replace``; nothing of the earlier build stays mixed in."""
+    import shutil
+
+    results.parent.mkdir(parents=True, exist_ok=True)
+    old = results.with_name(f".{results.name}.old.{os.getpid()}")
+    if results.exists():
+        os.replace(results, old)
+    os.replace(staged_results, results)
+    os.replace(staged_nb, nb)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool = True,
                  progress_bar: bool = True) -> Path:
     """Execute ``notebooks/<study>.ipynb`` into ``build/executed/<study>.ipynb``.
 
-    On a failing cell the executed notebook stays in place (papermill saves it
-    after every cell) and :class:`NotebookFailed` names the cell and the error.
+    The notebook executes into a staging folder under ``build/staging/`` while this process holds the
+    study's lock (a second process waits for it), and only a successful execution replaces the
+    executed notebook and its results folder. On a failing cell the earlier success stays as it was,
+    the failed notebook is kept at ``build/failed/<study>.ipynb`` and :class:`NotebookFailed` names
+    the cell, the error and that file.
     """
+    import shutil
+
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -142,20 +175,35 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
     out = p.executed_notebook(cfg.study)
     out.parent.mkdir(parents=True, exist_ok=True)
     kernel = ensure_kernel()
-    stamp_file = p.executed / f"{cfg.study}.stamp.json"
-    stamp_file.unlink(missing_ok=True)
-    log.info("executing %s -> %s (kernel %s, profile %s)", src, out, kernel, cfg.profile)
-    try:
-        pm.execute_notebook(
-            str(src), str(out), parameters=notebook_parameters(cfg, p.results(cfg.study)), kernel_name=kernel,
-            language="python",
-            log_output=log_output, progress_bar=progress_bar, cwd=str(p.root),
-        )
-    except PapermillExecutionError as e:
-        raise NotebookFailed(
-            f"{cfg.study}: cell {e.cell_index} (execution count {e.exec_count}) raised {e.ename}: {e.evalue}. "
-            f"The executed notebook is kept at {out}.") from None
-    stamp_file.write_text(json.dumps(stamp(cfg, src), indent=1))
+    with notebook_lock(p, cfg.study):
+        stage = p.build / "staging" / f"{cfg.study}-{os.getpid()}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        staged_nb, staged_results = stage / f"{cfg.study}.ipynb", stage / cfg.study
+        log.info("executing %s -> %s (kernel %s, profile %s)", src, out, kernel, cfg.profile)
+        try:
+            pm.execute_notebook(
+                str(src), str(staged_nb), parameters=notebook_parameters(cfg, staged_results), kernel_name=kernel,
+                language="python", log_output=log_output, progress_bar=progress_bar, cwd=str(p.root),
+            )
+        except PapermillExecutionError as e:
+            failed = p.build / "failed" / f"{cfg.study}.ipynb"
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            if staged_nb.exists():
+                os.replace(staged_nb, failed)
+            shutil.rmtree(stage, ignore_errors=True)
+            earlier = " The earlier successful build is kept as it was." if out.is_file() else ""
+            raise NotebookFailed(
+                f"{cfg.study}: cell {e.cell_index} (execution count {e.exec_count}) raised {e.ename}: {e.evalue}. "
+                f"The executed notebook is kept at {failed}.{earlier}") from None
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        staged_results.mkdir(parents=True, exist_ok=True)
+        _stamp_file(p, cfg.study).unlink(missing_ok=True)
+        _publish(staged_nb, staged_results, out, p.results(cfg.study))
+        shutil.rmtree(stage, ignore_errors=True)
+        _stamp_file(p, cfg.study).write_text(json.dumps(stamp(cfg, src), indent=1))
     return out
 
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import seglib
 from seglib.grid import cell_label, expand_grid, grid_axes
 from seglib.hashing import canonical, stable_hash
+from seglib.locks import FileLock, describe
 from seglib.train_utils import atomic_write
 
 __all__ = [
@@ -54,6 +55,8 @@ _READ_CSV = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0
 RESULT_FILES = ("config.json", "history.csv", "metrics.csv", "predictions.npz", "provenance.json")
 DONE = "DONE"
 CHECKPOINTS = "checkpoints"
+KEPT_CHECKPOINTS = ("best.pt",)
+LOCK_SUFFIX = ".lock"
 
 
 class RunNotDone(LookupError):
@@ -61,14 +64,23 @@ class RunNotDone(LookupError):
 
 
 # --------------------------------------------------------------------------- specs and outputs
+def _train_code() -> str:
+    from seglib.fingerprint import code_fingerprint
+
+    return code_fingerprint("train")
+
+
 @dataclass(frozen=True, eq=True)
 class RunSpec:
-    """One grid cell: the study, its resolved config (plain JSON types) and the data's fingerprint.
-    ``key`` hashes the config, the data fingerprint and the seglib version."""
+    """One grid cell: the study, its resolved config (plain JSON types), the data's content
+    fingerprint and the fingerprint of the library code that trains and evaluates it
+    (:func:`seglib.fingerprint.code_fingerprint`, by default that of the code on disk now).
+    ``key`` hashes all four: a change to any of them is another run."""
 
     study: str
     config: dict[str, Any]
     data_fingerprint: str
+    code_fingerprint: str = field(default_factory=_train_code)
 
     def __post_init__(self) -> None:
         if not self.study or any(c in self.study for c in "/\\") or self.study.startswith("."):
@@ -78,7 +90,7 @@ class RunSpec:
     @functools.cached_property
     def key(self) -> str:
         return stable_hash({"config": self.config, "data_fingerprint": self.data_fingerprint,
-                            "seglib_version": seglib.__version__})
+                            "code_fingerprint": self.code_fingerprint})
 
     def __hash__(self) -> int:
         return hash((self.study, self.key))
@@ -202,6 +214,10 @@ class RunCache:
     def run_dir(self, spec: RunSpec) -> Path:
         return self.root / spec.study / spec.key
 
+    def lock(self, spec: RunSpec) -> FileLock:
+        """The run's lock, ``root/<study>/<key>.lock`` beside its folder (so removing the folder keeps it)."""
+        return FileLock(self.root / spec.study / f"{spec.key}{LOCK_SUFFIX}")
+
     def checkpoint_dir(self, spec: RunSpec) -> Path:
         return self.run_dir(spec) / CHECKPOINTS
 
@@ -216,9 +232,11 @@ class RunCache:
             files = manifest["files"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return "corrupt", f"unreadable DONE ({exc})"
-        for name in RESULT_FILES:
+        if not isinstance(files, dict):
+            return "corrupt", "unreadable DONE (no file list)"
+        for name in dict.fromkeys([*RESULT_FILES, *files]):
             p = d / name
-            entry = files.get(name) if isinstance(files, dict) else None
+            entry = files.get(name)
             if not isinstance(entry, dict):
                 return "corrupt", f"{name} not listed in DONE"
             if not p.is_file():
@@ -261,7 +279,8 @@ class RunCache:
         (d / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         _atomic_write(d / "config.json", _json_bytes({
             "study": spec.study, "key": spec.key, "config": spec.config,
-            "data_fingerprint": spec.data_fingerprint, "seglib_version": seglib.__version__}))
+            "data_fingerprint": spec.data_fingerprint, "code_fingerprint": spec.code_fingerprint,
+            "seglib_version": seglib.__version__}))
         return d
 
     def write(self, spec: RunSpec, outputs: RunOutputs, *, started: str, wall_time_s: float) -> None:
@@ -269,12 +288,15 @@ class RunCache:
         outputs.check()
         d = self.begin(spec)
         provenance = {**environment(), **canonical(outputs.extra), "study": spec.study, "key": spec.key,
+                      "code_fingerprint": spec.code_fingerprint, "data_fingerprint": spec.data_fingerprint,
                       "started": started, "ended": _now(), "wall_time_s": wall_time_s}
         blobs = {"history.csv": _csv_bytes(outputs.history), "metrics.csv": _csv_bytes(outputs.metrics),
                  "predictions.npz": _npz_bytes(outputs.predictions), "provenance.json": _json_bytes(provenance)}
         for name, data in blobs.items():
             _atomic_write(d / name, data)
-        files = {name: {"size": (d / name).stat().st_size, "sha256": _sha256(d / name)} for name in RESULT_FILES}
+        # every file the run is read from afterwards, the best checkpoint (for ``seglib predict``) too
+        kept = [*RESULT_FILES, *(f"{CHECKPOINTS}/{c}" for c in KEPT_CHECKPOINTS if (d / CHECKPOINTS / c).is_file())]
+        files = {name: {"size": (d / name).stat().st_size, "sha256": _sha256(d / name)} for name in kept}
         _atomic_write(d / DONE, _json_bytes({"files": files, "finished": provenance["ended"]}))
         last = d / CHECKPOINTS / "last.pt"
         if last.exists():
@@ -305,10 +327,12 @@ class LocalExecutor:
 
 
 TrainFn = Callable[[RunSpec, Path], RunOutputs]
+#: what :func:`run_one` returns for a run that another process is training now
+LOCKED = None
 
 
-def run_one(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> tuple[RunResult, bool]:
-    """Execute one spec: ``(result, True)`` on a cache hit, ``(result, False)`` after training."""
+def _train_locked(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> tuple[RunResult, bool]:
+    """Train ``spec`` (the caller holds its lock): rebuild a corrupt folder, resume a partial one."""
     status, why = cache._diagnose(spec)
     where = f"{spec.study}/{spec.key}"
     if status == "done" and not force:
@@ -317,7 +341,7 @@ def run_one(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> t
     if status == "corrupt":
         msg = f"run {where} is corrupt ({why}): rebuilding it"
         logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
         cache.remove(spec)
     elif status == "done":
         logger.info("force: retraining %s", where)
@@ -325,7 +349,7 @@ def run_one(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> t
     elif status == "partial":
         msg = f"run {where} is partial ({why}): training again, resuming from its checkpoint if any"
         logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
     run_dir = cache.begin(spec)
     started, t0 = _now(), time.perf_counter()
     logger.info("training %s", where)
@@ -336,6 +360,21 @@ def run_one(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> t
     return cache.load(spec), False
 
 
+def run_one(cache: RunCache, train_fn: TrainFn, force: bool, spec: RunSpec) -> tuple[RunResult, bool] | None:
+    """Execute one spec: ``(result, True)`` on a cache hit, ``(result, False)`` after training it, or
+    :data:`LOCKED` (None) when another process holds the run's lock (it is training it now)."""
+    if not force and cache.status(spec) == "done":
+        logger.info("cache hit: %s/%s", spec.study, spec.key)
+        return cache.load(spec), True
+    lock = cache.lock(spec)
+    if not lock.try_acquire():
+        return LOCKED
+    try:
+        return _train_locked(cache, train_fn, force, spec)
+    finally:
+        lock.release()
+
+
 def execute(
     specs: Iterable[RunSpec],
     train_fn: TrainFn,
@@ -344,31 +383,52 @@ def execute(
     executor: Executor | None = None,
     *,
     progress: bool = True,
+    poll_s: float = 1.0,
 ) -> RunResults:
     """Run every spec not already done (all of them with ``force``) and return their results.
 
     ``train_fn(spec, run_dir)`` trains one cell and returns :class:`RunOutputs`; it
     should checkpoint under ``run_dir / "checkpoints"`` so that an interrupted run
-    resumes. Duplicate specs run once. The result list has a ``summary``
-    (:class:`ExecutionSummary`: runs, cache hits, trained, seconds).
+    resumes. Duplicate specs run once. A run whose lock another process holds is left for
+    later: the other runs go first, then this process waits for it and reads its result (or
+    trains it, if the other process gave up without finishing it). The result list has a
+    ``summary`` (:class:`ExecutionSummary`: runs, cache hits, trained, seconds).
     """
     specs = list(specs)
     unique = list({(s.study, s.key): s for s in specs}.values())
     executor = executor or LocalExecutor()
-    fn = functools.partial(run_one, cache, train_fn, force)
     t0 = time.perf_counter()
     by_id: dict[tuple[str, str], RunResult] = {}
     hits = 0
+    pending = unique
+    waited: set[tuple[str, str]] = set()  # trained by another process while we waited: not forced again
     bar = tqdm(total=len(unique), desc="runs", disable=not progress, mininterval=5.0, dynamic_ncols=True)
     try:
-        for spec, (result, hit) in zip(unique, executor.map(fn, unique)):
-            by_id[(spec.study, spec.key)] = result
-            hits += bool(hit)
-            bar.update(1)
+        while pending:
+            fns = {(s.study, s.key): functools.partial(run_one, cache, train_fn,
+                                                       force and (s.study, s.key) not in waited) for s in pending}
+            outcomes = executor.map(lambda s: fns[(s.study, s.key)](s), pending)
+            deferred = []
+            for spec, outcome in zip(pending, outcomes):
+                if outcome is LOCKED:
+                    deferred.append(spec)
+                    continue
+                result, hit = outcome
+                by_id[(spec.study, spec.key)] = result
+                hits += bool(hit)
+                bar.update(1)
+            if deferred:
+                for spec in deferred:
+                    if (spec.study, spec.key) not in waited:
+                        logger.info("run %s/%s is being trained by %s: waiting for it", spec.study, spec.key,
+                                    describe(cache.lock(spec).holder()))
+                    waited.add((spec.study, spec.key))
+                time.sleep(poll_s)
+            pending = deferred
     finally:
         bar.close()
-    summary = ExecutionSummary(runs=len(unique), hits=hits, trained=len(unique) - hits,
-                               seconds=time.perf_counter() - t0)
+    trained = len(unique) - hits
+    summary = ExecutionSummary(runs=len(unique), hits=hits, trained=trained, seconds=time.perf_counter() - t0)
     logger.info("runs: %d, cache hits: %d, trained: %d, %.1f s", summary.runs, summary.hits, summary.trained,
                 summary.seconds)
     return RunResults([by_id[(s.study, s.key)] for s in specs], summary)

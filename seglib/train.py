@@ -224,7 +224,7 @@ def fit(
     use_cl = resolve_channels_last(settings.channels_last, model, device, precision)
     metric_fn = PooledDice() if metric_fn is None else metric_fn
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    with determinism(settings.deterministic, device):
+    with determinism(settings.deterministic, device) as nondeterministic_ops:
         seed_all(settings.seed)
         model.to(device)
         if use_cl:
@@ -257,6 +257,11 @@ def fit(
                 on_epoch_end(record)
         if settings.restore_best and state.best_model is not None:
             model.load_state_dict(state.best_model)
+    h.deterministic = bool(settings.deterministic)
+    h.nondeterministic_ops = list(nondeterministic_ops)
+    if nondeterministic_ops:
+        logger.warning("no deterministic kernel on %s for: %s (recorded in the provenance)", device,
+                       ", ".join(nondeterministic_ops))
     logger.info("fit done: %d epochs, best %s=%s at epoch %s%s, %.1f s on %s/%s", h.n_epochs, h.monitor,
                 h.best_value, h.best_epoch, " (stopped early)" if h.stopped_early else "", h.total_time_s,
                 h.device, h.precision)

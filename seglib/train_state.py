@@ -57,9 +57,12 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
-def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Deterministic kernels for the duration of ``fit`` (warn-only where an op has none);
-    the previous global flags are restored afterwards."""
+def determinism(enabled: bool, device: torch.device) -> Iterator[list[str]]:
+    """Deterministic kernels for the duration of ``fit``; the previous global flags are restored afterwards.
+
+    PyTorch has no deterministic kernel for a few CUDA operations: those warn (``warn_only``) instead
+    of failing, and the context yields a list that collects their names once each, for the run's
+    provenance. On the CPU every kernel seglib uses is deterministic (for a fixed thread count)."""
     cudnn = torch.backends.cudnn
     prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
             cudnn.benchmark, cudnn.deterministic)
@@ -68,11 +71,22 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         cudnn.benchmark, cudnn.deterministic = False, True
+    ops: list[str] = []
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield ops
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         cudnn.benchmark, cudnn.deterministic = prev[2], prev[3]
+        for w in caught:
+            text = str(w.message)
+            if "does not have a deterministic implementation" in text:
+                op = text.split(" does not have", 1)[0].strip()
+                if op not in ops:
+                    ops.append(op)
+            else:  # not ours: passed on as it came
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _settings_dict(settings: TrainSettings) -> dict[str, Any]:

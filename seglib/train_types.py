@@ -98,6 +98,8 @@ class History:
     device: str = "cpu"
     precision: str = "fp32"
     channels_last: bool = False
+    deterministic: bool = True
+    nondeterministic_ops: list[str] = field(default_factory=list)
 
     #: columns that measure the machine, not the computation (they differ between identical runs)
     TIMING_COLUMNS: ClassVar[tuple[str, ...]] = ("train_time_s", "epoch_time_s", "peak_mem_mb")
@@ -126,6 +128,7 @@ class History:
     def summary(self) -> dict[str, Any]:
         """Scalars for provenance: device, precision, best epoch and value, stop flag, times."""
         return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last,
+                "deterministic": self.deterministic, "nondeterministic_ops": list(self.nondeterministic_ops),
                 "monitor": self.monitor, "best_epoch": self.best_epoch, "best_value": self.best_value,
                 "stopped_early": self.stopped_early, "epochs_run": self.n_epochs,
                 "total_time_s": self.total_time_s}

@@ -228,6 +228,20 @@ def peak_memory_mb(device: torch.device) -> float:
         return getattr(info, "peak_wset", info.rss) / 2**20
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with ``n`` intra-op CPU threads (``torch.set_num_threads``), then restore the
+    previous number. On a CPU the result of a reduction depends on how it is split between threads,
+    so a run that must give the same bits everywhere fixes ``n``. ``None`` leaves it as it is."""
+    prev = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 # --------------------------------------------------------------------------- RNG
 def seed_all(seed: int) -> None:
     """Seed python, numpy and torch (all devices). Called only at the start of ``fit``."""

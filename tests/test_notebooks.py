@@ -139,8 +139,9 @@ def test_failing_cell_keeps_the_executed_notebook_and_names_the_cell(tmp_path):
     assert proc.returncode != 0
     assert "cell 3" in proc.stderr or "cell 2" in proc.stderr, proc.stderr
     assert "RuntimeError: the phantom exploded" in proc.stderr
-    kept = root / "build" / "executed" / "brain.ipynb"
-    assert kept.is_file()
+    kept = root / "build" / "failed" / "brain.ipynb"
+    assert kept.is_file() and str(kept) in proc.stderr
+    assert not (root / "build" / "executed" / "brain.ipynb").exists()  # nothing half-built in the site's input
     assert any(o.get("output_type") == "error" for c in nbformat.read(kept, 4).cells if c.cell_type == "code"
                for o in c.outputs)
 
@@ -172,7 +173,8 @@ def test_parallel_run_keeps_the_finished_notebooks_when_one_fails(tmp_path):
         assert f"{study}: executed in" in proc.stdout
         assert (root / "build" / "executed" / f"{study}.stamp.json").is_file()
         assert (tmp_path / f"{study}.threads").read_text() == expected
-    assert (root / "build" / "executed" / "prostate.ipynb").is_file()
+    assert (root / "build" / "failed" / "prostate.ipynb").is_file()
+    assert not (root / "build" / "executed" / "prostate.ipynb").exists()
     assert not (root / "build" / "executed" / "prostate.stamp.json").exists()
 
 
@@ -200,3 +202,19 @@ def test_brain_notebook_runs_a_one_configuration_grid(tmp_path, monkeypatch):
     results = pd.read_csv(out / "tables" / "c-results.csv")
     assert len(results) == 1 and results["configuration"].iloc[0] == "U-Net + Dice + Adam"
     assert (out / "figures" / "c6-adam-sgd.png").stat().st_size > 1000
+
+
+def test_smoke_results_are_the_pinned_ones(smoke_build):
+    """Every headline number, claim verdict and per-epoch loss of the smoke builds, as pinned for this
+    CPU kind (``tests/pins.py``): a change that moves a number shows in review."""
+    from pins import PINNED, differences, machine_kind, observed
+
+    p, errors = smoke_build
+    assert not any(errors.values()), errors
+    pinned = PINNED / f"{machine_kind()}.json"
+    assert pinned.is_file(), (f"no pinned smoke results for this CPU kind ({machine_kind()}): record them with "
+                              f"`python tests/pins.py --write {p.build}` and commit {pinned.name}")
+    expected = json.loads(pinned.read_text())
+    got = observed(p.build)
+    diffs = {s: differences(expected[s], got[s]) for s in expected}
+    assert not any(diffs.values()), "\n".join(d for s in diffs for d in [f"[{s}]", *diffs[s][:20]])

@@ -95,13 +95,17 @@ def assert_same_result(a, b) -> None:
 
 
 # --------------------------------------------------------------------------- specs
-def test_key_is_stable_and_covers_config_data_and_version(monkeypatch):
+def test_key_is_stable_and_covers_config_data_and_code(monkeypatch):
     a = spec()
     assert a.key == spec().key and len(a.key) == 16 and a == spec() and hash(a) == hash(spec())
     assert spec(lr=0.01).key != a.key
     assert spec(fingerprint="data-v2").key != a.key
-    monkeypatch.setattr(seglib, "__version__", "9.9.9")
-    assert spec().key != a.key
+    from seglib.fingerprint import code_fingerprint
+
+    assert a.code_fingerprint == code_fingerprint("train")
+    assert RunSpec(a.study, a.config, a.data_fingerprint, "other-code").key != a.key
+    monkeypatch.setattr(seglib, "__version__", "9.9.9")  # the version number alone changes nothing
+    assert spec().key == a.key
 
 
 def test_spec_rejects_bad_study_and_non_json_config():

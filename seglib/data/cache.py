@@ -1,7 +1,8 @@
 """On-disk cache of preprocessed arrays, so an epoch never re-reads NIfTI or TIFF.
 
 ``cached_arrays(key, build_fn, cache_dir)`` returns the arrays stored under
-``cache_dir/<stable_hash(key)>.npz``, building and storing them on a miss.
+``cache_dir/<stable_hash(key)>.npz``, building and storing them on a miss; the key is completed
+with the fingerprint of the library's training code, so changed preprocessing builds new arrays.
 The key should hold everything the arrays depend on: the preprocessing
 parameters and ``data_fingerprint`` of the source files (names, sizes and
 content hashes; not modification times, so a copy of the data hits the same
@@ -97,7 +98,10 @@ def cached_arrays(
     (``.json``) for provenance. A corrupt or truncated file is rebuilt with a
     warning. ``compress=True`` uses ``np.savez_compressed`` (smaller, slower).
     """
+    from seglib.fingerprint import code_fingerprint
+
     cache_dir = Path(cache_dir)
+    key = {**key, "code_fingerprint": code_fingerprint("train")}  # new preprocessing code, new arrays
     digest = stable_hash(key)
     path = cache_dir / f"{digest}.npz"
     if path.exists():

@@ -84,7 +84,7 @@ def baseline_name() -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def table_c1(grid, cfg) -> pd.DataFrame:
+def table_c1(grid) -> pd.DataFrame:
     """C1: training per optimiser (U-Net): loss, lr, max epoch, batch, converge time (best epoch),
     training time, time per epoch, best validation mean DSC; means over seeds, the seed's DSC beside."""
     runs = with_names(grid.runs)
@@ -94,9 +94,12 @@ def table_c1(grid, cfg) -> pd.DataFrame:
     rows = []
     for name, sub in runs.groupby("name", sort=False):
         m, l, o = sub.iloc[0][["model", "loss", "optim"]]
-        lr = cfg.optim.lr if o == cfg.optim.name else {"adam": 1e-4, "sgd": 1e-3}.get(o)
-        rows.append({"optimizer": OPTIM_NAMES[o], "loss": LOSS_NAMES[l], "lr": lr,
-                     "max epoch": int(sub["epochs_run"].max()), "batch": cfg.train.batch_size,
+        # what the runs trained with (their own configs), not what the profile's defaults say
+        lrs, batches = sorted(set(sub["lr"])), sorted(set(sub["batch_size"]))
+        rows.append({"optimizer": OPTIM_NAMES[o], "loss": LOSS_NAMES[l],
+                     "lr": lrs[0] if len(lrs) == 1 else ", ".join(f"{v:g}" for v in lrs),
+                     "max epoch": int(sub["epochs_run"].max()),
+                     "batch": batches[0] if len(batches) == 1 else ", ".join(map(str, batches)),
                      "converge time (best epoch)": float(sub["best_epoch"].mean()),
                      "training time (s)": float(sub["train_time_s"].mean()),
                      "time per epoch (s)": float(sub["time_per_epoch_s"].mean()),

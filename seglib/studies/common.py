@@ -148,23 +148,29 @@ def train_cell(spec, run_dir: Path, *, module, prepared: Prepared, progress: boo
     from seglib.models import count_parameters
     from seglib.runs import RunOutputs
     from seglib.train import fit, make_loader
+    from seglib.train_utils import cpu_threads, seed_all
 
     cell = spec.config
-    arrays = module.arrays(prepared, cell["data"])
-    train_ds, val_ds = module.datasets(arrays, cell)
-    model = build_cell_model(cell, module.in_channels(arrays))
-    loss_fn = build_cell_loss(cell)
-    settings = train_settings(cell)
-    bs = cell["train"]["batch_size"]
     seed = cell["train"]["seed"]
-    train_loader = make_loader(train_ds, bs, shuffle=True, seed=seed)
-    val_loader = make_loader(val_ds, bs, shuffle=False, seed=seed)
-    history = fit(model, loss_fn, train_loader, val_loader, settings,
-                  checkpoint_dir=Path(run_dir) / "checkpoints", progress=progress, leave=False)
-    t0 = time.perf_counter()
-    metrics, predictions = module.evaluate(model, arrays, cell, loss_fn, history.device, history.precision)
+    threads = int(cell["train"].get("cpu_threads") or 1)
+    with cpu_threads(threads):
+        arrays = module.arrays(prepared, cell["data"])
+        # the run's own seed, before anything draws: datasets, the model's initial weights, the loss
+        # (whatever this process trained before, or whether the arrays came from the cache)
+        seed_all(seed)
+        train_ds, val_ds = module.datasets(arrays, cell)
+        model = build_cell_model(cell, module.in_channels(arrays))
+        loss_fn = build_cell_loss(cell)
+        settings = train_settings(cell)
+        bs = cell["train"]["batch_size"]
+        train_loader = make_loader(train_ds, bs, shuffle=True, seed=seed)
+        val_loader = make_loader(val_ds, bs, shuffle=False, seed=seed)
+        history = fit(model, loss_fn, train_loader, val_loader, settings,
+                      checkpoint_dir=Path(run_dir) / "checkpoints", progress=progress, leave=False)
+        t0 = time.perf_counter()
+        metrics, predictions = module.evaluate(model, arrays, cell, loss_fn, history.device, history.precision)
     extra = {**history.summary(), "parameters": count_parameters(model), "eval_time_s": time.perf_counter() - t0,
-             "n_train": len(train_ds), "n_val_cases": int(metrics["case_id"].nunique())}
+             "n_train": len(train_ds), "n_val_cases": int(metrics["case_id"].nunique()), "cpu_threads": threads}
     return RunOutputs(history=history.to_frame(), metrics=metrics, predictions=predictions, extra=extra)
 
 
@@ -191,6 +197,9 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
 
     base = cfg.run_base()
     base["train"]["seed"] = 0
+    # the data is identified by its content (prepared.fingerprint), not by where it lies: moving or
+    # renaming the dataset folder keeps every cached run
+    base["data"]["data_dir"] = None
     grids = [dict(g) for g in cfg.grid]
     cells = expand_grid(base, grids, list(cfg.seeds))
     axes = grid_axes(grids)
@@ -213,6 +222,7 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
                "peak_mem_mb": float(hist["peak_mem_mb"].max()) if "peak_mem_mb" in hist else np.nan,
                "parameters": extra.get("parameters"), "device": extra.get("device"),
                "precision": extra.get("precision"), "wall_s": prov.get("wall_time_s"),
+               "lr": spec.config["optim"]["lr"], "batch_size": spec.config["train"]["batch_size"],
                "final_train_loss": float(hist["train_loss"].iloc[-1]),
                "final_val_loss": float(hist["val_loss"].iloc[-1]) if "val_loss" in hist else np.nan}
         run_rows.append(row)

@@ -86,8 +86,8 @@ class Session:
         log.info("results written to %s", path.parent)
         from IPython.display import Markdown
 
-        return Markdown(f"Results written to `{path.parent}`: {len(tables)} tables, {len(self.figures)} figures, "
-                        f"{len(claims)} claims.")
+        return Markdown(f"Results written beside the executed notebook (`{self.cfg.study}/`): {len(tables)} tables, "
+                        f"{len(self.figures)} figures, {len(claims)} claims.")
 
 
 def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Session:
