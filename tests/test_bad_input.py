@@ -1,0 +1,190 @@
+"""Bad input never costs work: every mistake a user can make is refused in one line before training starts."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seglib import cli
+from seglib.config import ConfigError, load, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text, name="params.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# --------------------------------------------------------------------------- 2. checked before a notebook starts
+
+@pytest.mark.parametrize("seeds", [[-1], [0, 2**32], [3, -7]])
+def test_seeds_out_of_range(seeds):
+    with pytest.raises(ConfigError, match=r"seeds\[\d\] = -?\d+: expected an integer in \[0, 2\*\*32\)"):
+        resolve("brain", {"seeds": seeds})
+
+
+def test_seed_at_the_top_of_the_range_is_fine():
+    assert resolve("brain", {"profile": "smoke", "seeds": [0, 2**32 - 1]}).seeds == (0, 2**32 - 1)
+
+
+@pytest.mark.parametrize("monitor,hint", [("val_dsc", "val_dice"), ("val_los", "val_loss"), ("val_iou", None)])
+def test_monitor_must_be_measured(monitor, hint):
+    with pytest.raises(ConfigError, match=r"train.monitor = '%s': training does not measure it" % monitor) as e:
+        load("prostate", None, [f"train.monitor={monitor}"])
+    assert "train_loss, val_loss, val_dice" in str(e.value)
+    assert (f'Did you mean "{hint}"' in str(e.value)) == (hint is not None)
+    assert str(e.value).startswith(f"-p train.monitor={monitor}: ")
+
+
+def test_monitor_swept_by_the_grid_is_checked_per_cell():
+    with pytest.raises(ConfigError, match=r"grid\[0\] \(train.monitor=val_f1\): train.monitor = 'val_f1'"):
+        resolve("brain", {"profile": "smoke", "grid": [{"train.monitor": ["val_dice", "val_f1"]}]})
+
+
+@pytest.mark.parametrize("device,message", [
+    ("cuda:7", r"train.device = 'cuda:7': device 'cuda:7' requested but"),
+    ("gpu", r"train.device = 'gpu': Unknown device 'gpu'"),
+    ("cuda:x", r"train.device = 'cuda:x': Unknown device"),
+])
+def test_device_must_exist(device, message, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=message):
+        load("brain", None, [f"train.device={device}"])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "CPU"])
+def test_auto_and_cpu_devices_are_fine(device):
+    assert resolve("brain", {"profile": "smoke", "train": {"device": device}}).train.device == device
+
+
+@pytest.mark.parametrize("features,message", [
+    ([], r"model.features = \[\]: expected at least 2 positive widths"),
+    ([16], r"model.features = \[16\]: expected at least 2 positive widths"),
+    ([8, 0, 16], r"model.features = \[8, 0, 16\]: expected a value in \[1, inf\]"),
+    ([8, -16], r"model.features = \[8, -16\]: expected a value in \[1, inf\]"),
+])
+def test_model_widths(features, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve("prostate", {"model": {"features": features}})
+
+
+def test_unetpp_needs_five_levels():
+    with pytest.raises(ConfigError, match=r"model 'unetpp' .* needs exactly 5 widths"):
+        resolve("brain", {"profile": "smoke", "grid": [], "model": {"name": "unetpp", "features": [8, 16, 32]}})
+
+
+def test_channels_are_the_datasets():
+    with pytest.raises(ConfigError, match=r"data.channels = \['dwi', 't2'\]: dataset 'isles22' has no channel 't2'. "
+                                          r"Its channels: dwi, adc, flair"):
+        load("stroke", None, ["data.channels=[dwi,t2]"])
+    with pytest.raises(ConfigError, match=r"has no channel 'flar'. Did you mean \"flair\"\?"):
+        resolve("brain", {"data": {"channels": ["flar"]}})
+    with pytest.raises(ConfigError, match=r"data.channels = \[\]: expected at least one"):
+        resolve("prostate", {"data": {"channels": []}})
+    assert resolve("stroke", {"data": {"channels": ["dwi", "flair"]}}).data.channels == ("dwi", "flair")
+
+
+def test_override_of_a_key_the_grid_sweeps():
+    with pytest.raises(ConfigError, match=r"-p data.size=20: the grid of study 'stroke' sweeps data.size "
+                                          r"\(grid\[0\]: \[16, 24\]\).*-p \"grid=\[\{model.conv: \[3d, 2\+1d\], "
+                                          r"data.size: \[20\]"):
+        load("stroke", None, ["data.size=20"])
+
+
+def test_the_suggested_grid_is_accepted():
+    with pytest.raises(ConfigError) as e:
+        load("stroke", None, ["data.size=20"])
+    suggested = str(e.value).split('-p "', 1)[1].rstrip('"')
+    cfg = load("stroke", None, [suggested])
+    assert cfg.grid[0]["data.size"] == [20]
+
+
+def test_override_of_a_key_some_blocks_do_not_sweep_is_fine():
+    # prostate's grid sweeps loss.alpha in its Tversky block only: the BCE block uses the value
+    assert load("prostate", None, ["loss.alpha=0.75"]).loss.alpha == 0.75
+
+
+def test_duplicate_key_in_a_file(tmp_path):
+    f = write(tmp_path, "train:\n  epochs: 3\n  batch_size: 2\n  epochs: 4\n", "dup.yaml")
+    with pytest.raises(ConfigError, match=r"dup.yaml: duplicate key 'epochs' on line 4 \(first on line 2\)"):
+        load("brain", f)
+    f = write(tmp_path, "seeds: [0]\ntrain: {epochs: 3}\nseeds: [1]\n", "dup2.yaml")
+    with pytest.raises(ConfigError, match=r"dup2.yaml: duplicate key 'seeds' on line 3"):
+        load("brain", f)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_empty_params_file(tmp_path, text):
+    with pytest.raises(ConfigError, match=r"empty.yaml: the file is empty"):
+        load("brain", write(tmp_path, text, "empty.yaml"))
+
+
+def test_empty_params_file_in_the_cli(tmp_path, capsys):
+    assert cli.main(["check", "brain", "--params", str(write(tmp_path, "", "empty.yaml"))]) == 2
+    assert "the file is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("word", ["on", "off", "auto"])
+def test_on_off_literals_as_written(tmp_path, word):
+    assert load("brain", None, [f"train.channels_last={word}"]).train.channels_last == word
+    f = write(tmp_path, f"train: {{channels_last: {word}}}\n")
+    assert load("brain", f).train.channels_last == word
+    # a notebook's dict (or YAML 1.1) may hand a boolean: it means on/off
+    assert resolve("brain", {"train": {"channels_last": word == "on"}}).train.channels_last in ("on", "off")
+
+
+def test_on_off_error_quotes_what_was_written():
+    with pytest.raises(ConfigError, match=r"train.channels_last = 'of': expected one of 'auto', 'on', 'off'. "
+                                          r"Did you mean \"off\"\?"):
+        load("brain", None, ["train.channels_last=of"])
+
+
+@pytest.mark.parametrize("word,value", [("yes", True), ("no", False), ("on", True), ("off", False), ("true", True)])
+def test_yes_no_still_mean_booleans_for_boolean_fields(word, value):
+    assert load("brain", None, [f"data.augment={word}"]).data.augment is value
+
+
+@pytest.mark.parametrize("key,hint", [("epochz", "train.epochs"), ("lr", "optim.lr"), ("trian", "train"),
+                                      ("batchsize", "train.batch_size"), ("alpah", "loss.alpha")])
+def test_top_level_typo_searches_every_section(tmp_path, key, hint):
+    f = write(tmp_path, f"{key}: 3\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key '%s'. Did you mean \"%s\"\?" % (key, hint)):
+        load("prostate", f)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train.epochz=3", r"^-p train.epochz=3: unknown key 'train.epochz'. Did you mean \"epochs\"\?"),
+    ("epochz=3", r"^-p epochz=3: unknown key 'epochz'. Did you mean \"train.epochs\"\?"),
+    ("train.epochs=zero", r"^-p train.epochs=zero: train.epochs = 'zero' \(str\): expected an integer"),
+    ("seeds=[-1]", r"^-p seeds=\[-1\]: seeds\[0\] = -1"),
+    ("loss.alpha=2", r"^-p loss.alpha=2: loss.alpha = 2"),
+])
+def test_errors_from_p_name_the_option(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load("prostate", write(tmp_path, "train: {epochs: 3}\n"), [text])
+
+
+def test_errors_in_the_file_still_name_the_file(tmp_path):
+    f = write(tmp_path, "train: {monitor: val_dsc}\n", "mine.yaml")
+    with pytest.raises(ConfigError, match=r"^\S*mine.yaml: train.monitor = 'val_dsc'"):
+        load("brain", f, ["train.epochs=2"])
+
+
+def test_cli_check_names_the_p_option(capsys):
+    assert cli.main(["check", "brain", "-p", "train.epochz=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-p train.epochz=3: unknown key 'train.epochz'" in err
