@@ -188,3 +188,73 @@ def test_cli_check_names_the_p_option(capsys):
     assert cli.main(["check", "brain", "-p", "train.epochz=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "-p train.epochz=3: unknown key 'train.epochz'" in err
+
+
+# --------------------------------------------------------------------------- 3. full disk, read-only folder, Ctrl-C
+
+def _raise(err):
+    def f(*a, **k):
+        raise err
+    return f
+
+
+@pytest.mark.parametrize("err,message", [
+    (OSError(errno.ENOSPC, "No space left on device", "/b/runs/brain/k/metrics.csv"),
+     r"^seglib: no space left on the device to write /b/runs/brain/k/metrics.csv \(seglib run brain\)"),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/build/executed/brain.ipynb"),
+     r"^seglib: cannot write /ro/build/executed/brain.ipynb \(seglib run brain\): the file system is read-only"),
+    (PermissionError(errno.EACCES, "Permission denied", "/ro/build/runs"),
+     r"^seglib: cannot write /ro/build/runs \(seglib run brain\): permission denied"),
+])
+def test_disk_errors_are_one_line(err, message, monkeypatch, capsys):
+    import seglib.execute
+
+    monkeypatch.setattr(seglib.execute, "run_notebook", _raise(err))
+    assert cli.main(["run", "brain", "--profile", "smoke", "--quiet"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert pytest.importorskip("re").match(message, lines[0])
+
+
+def test_disk_error_while_writing_a_file(monkeypatch, capsys, tmp_path):
+    # the write function itself fails: Path.write_text as used for stamps, results and summary.json
+    monkeypatch.setattr(Path, "write_text", _raise(OSError(errno.ENOSPC, "No space left on device", str(tmp_path))))
+    import seglib.execute
+
+    def writes(cfg, p, **k):
+        (p.executed / "x.txt").write_text("x")
+
+    monkeypatch.setattr(seglib.execute, "run_notebook", writes)
+    monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path))
+    assert cli.main(["run", "prostate", "--profile", "smoke", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no space left on the device to write {tmp_path}" in err
+
+
+def test_keyboard_interrupt_in_process(monkeypatch, capsys):
+    import seglib.execute
+
+    monkeypatch.setattr(seglib.execute, "run_notebook", _raise(KeyboardInterrupt()))
+    assert cli.main(["run", "brain", "--profile", "smoke", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("seglib: interrupted (Ctrl-C) during seglib run brain")
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_kernel_runs(tmp_path):
+    env = {**os.environ, "SEGLIB_BUILD": str(tmp_path / "build"), "PYTHONPATH": str(ROOT), "SEGLIB_ROOT": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "seglib.cli", "run", "brain", "--profile", "smoke", "--quiet"],
+                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until papermill has started the kernel, then interrupt
+    deadline = time.time() + 60
+    executed = tmp_path / "build" / "executed" / "brain.ipynb"
+    while not executed.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    # no traceback of this process (the kernel, a child writing to the same stderr, may log its own shutdown)
+    assert "seglib/cli.py" not in err and "papermill/execute.py" not in err and "\nKeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("seglib: interrupted (Ctrl-C) during seglib run brain")
