@@ -124,7 +124,8 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     from seglib.predict import predict_folder
 
-    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out), device=args.device)
+    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out) if args.out else None,
+                             device=args.device)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="apply a trained run to a dataset folder")
     p.add_argument("--run", required=True, help="a run folder (build/runs/<study>/<key>)")
     p.add_argument("--data-dir", required=True, help="dataset folder of the same kind as the run's")
-    p.add_argument("--out", required=True, help="output folder for masks, metrics.csv and summary.json")
+    p.add_argument("--out", default=None,
+                   help="output folder for masks, metrics.csv and summary.json, outside the data and every run "
+                        "(default: build/predictions/<study>/<run key>/<data folder name>-<hash of its path>)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 

@@ -258,3 +258,111 @@ def test_ctrl_c_while_a_kernel_runs(tmp_path):
     assert "seglib/cli.py" not in err and "papermill/execute.py" not in err and "\nKeyboardInterrupt" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("seglib: interrupted (Ctrl-C) during seglib run brain")
+
+
+# --------------------------------------------------------------------------- 1. seglib predict
+
+def fake_run(folder: Path, study="brain", dataset="lgg", checkpoint=b"not a checkpoint") -> Path:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"study": study, "config": {"data": {"dataset": dataset}}}))
+    (folder / "DONE").write_text("")
+    (folder / "checkpoints" / "best.pt").write_bytes(checkpoint)
+    return folder
+
+
+def tiny_run(folder: Path) -> Path:
+    """A finished brain run with a real (untrained) 2-level U-Net checkpoint."""
+    import torch
+
+    from seglib.studies.common import build_cell_model
+
+    cell = resolve("brain", {"profile": "smoke", "grid": [], "model": {"features": [4, 8]},
+                                    "data": {"size": 16}}).run_base()
+    cell["train"]["seed"] = 0
+    run = fake_run(folder)
+    (run / "config.json").write_text(json.dumps({"study": "brain", "config": cell}))
+    model = build_cell_model(cell, in_channels=3)
+    torch.save({"model": model.state_dict(), "epoch": 1}, run / "checkpoints" / "best.pt")
+    return run
+
+
+@pytest.fixture
+def lgg(tmp_path):
+    from seglib.data.phantoms import write_dataset
+
+    return write_dataset("lgg", tmp_path / "data" / "kaggle_3m", 2, shape=(16, 16, 4), seed=0)
+
+
+def predict(*args):
+    return cli.main(["predict", *map(str, args)])
+
+
+def nothing_written(folder: Path, before: set) -> bool:
+    return {p for p in folder.rglob("*")} == before
+
+
+@pytest.mark.parametrize("inside", ["", "masks", "TCGA_x/deeper"])
+def test_predict_refuses_out_inside_the_data(tmp_path, lgg, inside, capsys):
+    run = fake_run(tmp_path / "build" / "runs" / "brain" / "k")
+    before = set(tmp_path.rglob("*"))
+    out = lgg / inside if inside else lgg
+    assert predict("--run", run, "--data-dir", lgg, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--out {out} is inside the dataset folder it reads, --data-dir {lgg}" in err
+    assert nothing_written(tmp_path, before)
+
+
+@pytest.mark.parametrize("where", ["run", "run/checkpoints", "other_run/x", "runs_root/brain/new"])
+def test_predict_refuses_out_in_a_run_folder(tmp_path, lgg, where, capsys, monkeypatch):
+    build = tmp_path / "build"
+    monkeypatch.setenv("SEGLIB_BUILD", str(build))
+    run = fake_run(build / "runs" / "brain" / "k")
+    other = fake_run(tmp_path / "elsewhere" / "k2")
+    out = {"run": run, "run/checkpoints": run / "checkpoints", "other_run/x": other / "x",
+           "runs_root/brain/new": build / "runs" / "brain" / "new"}[where]
+    before = set(tmp_path.rglob("*"))
+    assert predict("--run", run, "--data-dir", lgg, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out} is inside the run" in err and str(run) in err
+    assert nothing_written(tmp_path, before)
+
+
+def test_predict_refuses_a_file_as_out(tmp_path, lgg, capsys):
+    run = fake_run(tmp_path / "runs" / "k")
+    f = tmp_path / "out.txt"
+    f.write_text("keep me")
+    assert predict("--run", run, "--data-dir", lgg, "--out", f) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {f} is an existing file, not a folder" in err
+    assert f.read_text() == "keep me"
+
+
+def test_predict_truncated_checkpoint_is_one_line(tmp_path, lgg, capsys):
+    import torch
+
+    run = tiny_run(tmp_path / "runs" / "k")
+    ckpt = run / "checkpoints" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert predict("--run", run, "--data-dir", lgg, "--out", tmp_path / "pred") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"seglib: checkpoint {ckpt} cannot be read (")
+    assert not (tmp_path / "pred").exists()
+    del torch
+
+
+def test_predict_default_out_is_its_own_folder(tmp_path, lgg, monkeypatch, capsys):
+    build = tmp_path / "build"
+    monkeypatch.setenv("SEGLIB_BUILD", str(build))
+    run = tiny_run(build / "runs" / "brain" / "abc123")
+    assert predict("--run", run, "--data-dir", lgg) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = Path(summary["out"])
+    assert out.parent == build / "predictions" / "brain" / "abc123"
+    assert out.name.startswith("kaggle_3m-") and len(out.name) == len("kaggle_3m-") + 8
+    assert (out / "summary.json").is_file() and summary["cases"] == 2
+    # another folder of the same name gets another folder of predictions
+    from seglib.predict import default_out
+
+    assert default_out(run, "brain", tmp_path / "kaggle_3m", build) != out
