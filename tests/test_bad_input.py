@@ -366,3 +366,33 @@ def test_predict_default_out_is_its_own_folder(tmp_path, lgg, monkeypatch, capsy
     from seglib.predict import default_out
 
     assert default_out(run, "brain", tmp_path / "kaggle_3m", build) != out
+
+
+# --------------------------------------------------------------------------- 2. grids a figure cannot draw
+
+@pytest.mark.parametrize("rows", [
+    [{"config": "BCE", "alpha": np.nan, "precision_mean": 0.8, "recall_mean": 0.7, "dice_mean": 0.75}],
+    [{"config": "BCE", "precision_mean": 0.8, "recall_mean": 0.7, "dice_mean": 0.75}],
+    [],
+])
+def test_tradeoff_without_tversky_says_so(rows):
+    import matplotlib.pyplot as plt
+
+    from seglib import plots
+
+    fig = plots.tradeoff_vs_alpha(pd.DataFrame(rows), baseline="BCE")
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "this grid has no Tversky run" in text
+    plt.close(fig)
+
+
+def test_tradeoff_without_a_baseline_run_draws_the_curve():
+    import matplotlib.pyplot as plt
+
+    from seglib import plots
+
+    df = pd.DataFrame([{"config": f"tversky a={a}", "alpha": a, "precision_mean": a, "recall_mean": 1 - a,
+                        "dice_mean": 0.5} for a in (0.25, 0.75)])
+    fig = plots.tradeoff_vs_alpha(df, baseline="BCE")
+    assert len(fig.axes) >= 3
+    plt.close(fig)
