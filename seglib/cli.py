@@ -6,9 +6,12 @@ Every command validates its parameters before anything expensive starts.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +60,9 @@ def cmd_run(args) -> int:
 def _raise_failures(failures: dict) -> None:
     from seglib.execute import NotebookFailed
 
+    for e in failures.values():  # a full or read-only disk is said as such, not as a failed notebook
+        if isinstance(e, OSError) and (e.errno in DISK_ERRNOS or isinstance(e, PermissionError)):
+            raise e
     if failures:
         raise NotebookFailed(" | ".join(str(e) for e in failures.values())
                              + (" (the other notebooks ran to the end and were kept)" if len(failures) > 1 else ""))
@@ -118,7 +124,8 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     from seglib.predict import predict_folder
 
-    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out), device=args.device)
+    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out) if args.out else None,
+                             device=args.device)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -153,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="apply a trained run to a dataset folder")
     p.add_argument("--run", required=True, help="a run folder (build/runs/<study>/<key>)")
     p.add_argument("--data-dir", required=True, help="dataset folder of the same kind as the run's")
-    p.add_argument("--out", required=True, help="output folder for masks, metrics.csv and summary.json")
+    p.add_argument("--out", default=None,
+                   help="output folder for masks, metrics.csv and summary.json, outside the data and every run "
+                        "(default: build/predictions/<study>/<run key>/<data folder name>-<hash of its path>)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
@@ -166,22 +175,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors of the disk rather than of the input: full, read-only, not ours to write
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _what(args) -> str:
+    """The command line being run, for the one-line messages: ``seglib run brain``."""
+    words = ["seglib", args.command]
+    if getattr(args, "study", None):
+        words.append(args.study)
+    if args.command == "predict":
+        words += ["--run", str(args.run)]
+    return " ".join(words)
+
+
+def _paths_of(e: OSError) -> str:
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return " -> ".join(names) if names else "a file under the build folder"
+
+
+def disk_error_message(e: OSError, what: str) -> str | None:
+    """One line for a full or read-only disk (``None`` for any other OSError)."""
+    where = _paths_of(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"seglib: no space left on the device to write {where} ({what}): free some space or set "
+                f"SEGLIB_BUILD to a folder on a larger disk, then run again (finished runs are kept).")
+    if e.errno == errno.EROFS:
+        return (f"seglib: cannot write {where} ({what}): the file system is read-only; set SEGLIB_BUILD to a "
+                f"writable folder.")
+    if e.errno in (errno.EACCES, errno.EPERM) or isinstance(e, PermissionError):
+        return (f"seglib: cannot write {where} ({what}): permission denied; make it writable or set "
+                f"SEGLIB_BUILD to a writable folder.")
+    return None
+
+
+def _interrupt_kernels_first(signum, frame):
+    """SIGINT: interrupt the Jupyter kernels this process started (as a terminal's Ctrl-C would), give them a
+    moment to stop the running cell, then raise KeyboardInterrupt here. A kernel shut down in the middle of
+    a cell prints a traceback of its own; an interrupted one does not."""
+    try:
+        import psutil
+
+        kids = psutil.Process().children(recursive=True)
+        for k in kids:
+            try:
+                k.send_signal(signal.SIGINT)
+            except psutil.Error:
+                pass
+        if kids:
+            time.sleep(1.0)
+    except Exception:  # noqa: BLE001 - interrupting must never fail
+        pass
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    previous = None
+    if args.command in ("run", "report") and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _interrupt_kernels_first)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"seglib: interrupted (Ctrl-C) during {_what(args)}; runs that had finished are kept in the cache "
+              f"and the next run goes on from there.", file=sys.stderr, flush=True)
+        return 130
     except ConfigError as e:
         print(f"seglib: invalid parameters: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the CLI reports any failure in one line
         from seglib.execute import NotebookFailed
 
+        if isinstance(e, OSError):
+            message = disk_error_message(e, _what(args))
+            if message is not None:
+                print(message, file=sys.stderr)
+                return 1
+        if isinstance(e, NotebookFailed) and "raised KeyboardInterrupt" in str(e):
+            print(f"seglib: interrupted (Ctrl-C) during {_what(args)} while a notebook cell ran; {e}",
+                  file=sys.stderr)
+            return 130
         if isinstance(e, (NotebookFailed, FileNotFoundError, ValueError)):
             print(f"seglib: {e}", file=sys.stderr)
             return 1
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,9 @@ def _baseline_values(summary: pd.DataFrame, baseline, alpha_col: str):
         return None, None
     if isinstance(baseline, str):
         rows = summary[summary["config"] == baseline] if "config" in summary else summary.iloc[:0]
+        if rows.empty and not summary[alpha_col].isna().any():  # the grid has no baseline run: none drawn
+            logger.warning("tradeoff_vs_alpha: this grid has no baseline run %r; none drawn", baseline)
+            return None, None
         if rows.empty:
             options = summary["config"].astype(str).tolist() if "config" in summary else []
             raise ValueError(f"Unknown baseline {baseline!r}.{suggest(baseline, options)} Options: {options}.")
@@ -250,13 +253,18 @@ def tradeoff_vs_alpha(summary_with_alpha: pd.DataFrame, metrics: Sequence[str] =
     α is missing, if any). A dotted vertical line marks ``mark_alpha`` (the seed's hypothesis).
     """
     metrics = list(metrics)
+    if alpha_col not in summary_with_alpha or summary_with_alpha.empty:
+        return note_figure("Trade-off against Tversky α: this grid has no Tversky run with an α, so there is "
+                           "nothing to draw (add loss.name: [tversky] with loss.alpha values to the grid).")
     require_columns(summary_with_alpha, [alpha_col] + [f"{m}_mean" for m in metrics], "tradeoff_vs_alpha")
     df = summary_with_alpha.copy()
     df[alpha_col] = pd.to_numeric(df[alpha_col], errors="coerce")
+    df = df[~np.isinf(df[alpha_col].to_numpy(float))]
     base, base_name = _baseline_values(df, baseline, alpha_col)
     curve = df[df[alpha_col].notna()].sort_values(alpha_col)
     if curve.empty:
-        raise ValueError("tradeoff_vs_alpha: no row has a finite alpha.")
+        return note_figure("Trade-off against Tversky α: this grid has no Tversky run with an α, so there is "
+                           "nothing to draw (add loss.name: [tversky] with loss.alpha values to the grid).")
     fig, axes = new_figure(1, len(metrics), width=3.0 * len(metrics) + 1.8, height=3.2, sharex=True)
     color = PALETTE[3]
     xs = curve[alpha_col].tolist() + ([mark_alpha] if mark_alpha is not None else [])

@@ -21,24 +21,86 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def load_run(run_dir: Path) -> tuple[str, dict, torch.nn.Module, int]:
-    """(study, cell config, model with the best weights, best epoch) of a finished run."""
-    from seglib.studies.common import build_cell_model
-
+def check_run(run_dir: Path) -> dict:
+    """The stored metadata (``config.json``) of a finished run; FileNotFoundError/ValueError in one line if not."""
     run_dir = Path(run_dir)
     cfg_file, ckpt = run_dir / "config.json", run_dir / "checkpoints" / "best.pt"
     for f in (cfg_file, ckpt, run_dir / "DONE"):
         if not f.is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {f.name} is missing "
                                     f"(expected a folder build/runs/<study>/<key> written by seglib)")
-    meta = json.loads(cfg_file.read_text())
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    weights = state["model"]
-    first = next(k for k in weights if k.endswith("weight") and weights[k].dim() >= 4)
-    model = build_cell_model(meta["config"], in_channels=int(weights[first].shape[1]))
-    model.load_state_dict(weights)
+    try:
+        meta = json.loads(cfg_file.read_text())
+        meta["study"], meta["config"]["data"]["dataset"]  # noqa: B018 - the keys predict needs
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{cfg_file} cannot be read as a run's configuration ({_first_line(e)}); "
+                         f"the run is damaged: delete {run_dir} and run its study again.") from None
+    return meta
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def load_run(run_dir: Path) -> tuple[str, dict, torch.nn.Module, int]:
+    """(study, cell config, model with the best weights, best epoch) of a finished run.
+
+    A checkpoint that cannot be read (truncated, from another model) is a one-line ValueError naming it."""
+    from seglib.studies.common import build_cell_model
+
+    run_dir = Path(run_dir)
+    meta = check_run(run_dir)
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        weights = state["model"]
+        first = next(k for k in weights if k.endswith("weight") and weights[k].dim() >= 4)
+        model = build_cell_model(meta["config"], in_channels=int(weights[first].shape[1]))
+        model.load_state_dict(weights)
+    except Exception as e:  # noqa: BLE001 - truncated zip, unpickling error, missing or mismatched weights
+        raise ValueError(f"checkpoint {ckpt} cannot be read ({_first_line(e)}); the run is incomplete or damaged: "
+                         f"delete {run_dir} and run its study again to retrain it.") from None
     model.eval()
     return meta["study"], meta["config"], model, int(state.get("epoch") or 0)
+
+
+def default_out(run_dir: Path, study: str, data_dir: Path, build: Path | None = None) -> Path:
+    """``build/predictions/<study>/<run key>/<dataset folder name>-<hash of its resolved path>``: a folder of
+    its own for every (run, dataset folder), never inside the data or the run."""
+    import hashlib
+
+    if build is None:
+        from seglib.execute import paths
+
+        build = paths().build
+    resolved = Path(data_dir).resolve()
+    tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return Path(build) / "predictions" / study / Path(run_dir).resolve().name / f"{resolved.name or 'root'}-{tag}"
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out(out: Path, data_dir: Path, run_dir: Path, runs_root: Path | None = None) -> None:
+    """Refuse an output folder that would write into the data it reads or into a run (ValueError, one line)."""
+    o, d = Path(out).expanduser().resolve(), Path(data_dir).expanduser().resolve()
+    if o.exists() and not o.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder: give a folder (it is created) or leave "
+                         f"--out out to write under build/predictions/.")
+    if _is_within(o, d):
+        raise ValueError(f"--out {out} is inside the dataset folder it reads, --data-dir {data_dir}: predictions "
+                         f"would mix with the data; give a folder outside it, or leave --out out to write under "
+                         f"build/predictions/.")
+    for folder in (o, *o.parents):
+        if (folder / "config.json").is_file() and (folder / "DONE").is_file():
+            raise ValueError(f"--out {out} is inside the run folder {folder} (--run {run_dir}): a run's folder "
+                             f"holds its cached results; give another folder, or leave --out out to write under "
+                             f"build/predictions/.")
+    if runs_root is not None and _is_within(o, Path(runs_root).resolve()):
+        raise ValueError(f"--out {out} is inside the run cache {runs_root} (--run {run_dir}): give another folder, "
+                         f"or leave --out out to write under build/predictions/.")
 
 
 def _probabilities(model, x: torch.Tensor, device, spatial_dims: int, roi=None) -> np.ndarray:
@@ -127,22 +189,41 @@ def write_mask(dataset: str, case, mask: np.ndarray, out: Path) -> list[Path]:
 
 
 
-def predict_folder(run_dir: Path, data_dir: Path, out: Path, device: str = "auto") -> dict:
-    """Predict every case of ``data_dir`` with the run in ``run_dir``; write masks, metrics and a summary."""
+def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, device: str = "auto") -> dict:
+    """Predict every case of ``data_dir`` with the run in ``run_dir``; write masks, metrics and a summary.
+
+    ``out`` defaults to :func:`default_out`. Everything is checked before anything is written: the run is
+    finished and its checkpoint readable, ``data_dir`` exists, ``out`` is a folder outside the data and
+    outside every run folder, the device exists."""
+    from seglib.config import ConfigError, check_device
     from seglib.data import load_cases
+    from seglib.execute import paths
     from seglib.metrics import case_metrics
     from seglib.train_utils import resolve_device
 
+    run_dir = Path(run_dir)
+    meta = check_run(run_dir)
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"--data-dir {data_dir} does not exist" if not data_dir.exists()
+                                else f"--data-dir {data_dir} is a file, not a dataset folder")
+    try:
+        p = paths()
+    except FileNotFoundError:
+        p = None
+    out = Path(out) if out is not None else default_out(run_dir, meta["study"], data_dir,
+                                                         p.build if p else Path.cwd() / "build")
+    check_out(out, data_dir, run_dir, p.runs if p else None)
+    try:
+        check_device(device, "--device")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
     study, cell, model, epoch = load_run(run_dir)
     dataset = cell["data"]["dataset"]
     dev = resolve_device(device)
     model.to(dev)
-    data_dir = Path(data_dir)
-    if not data_dir.exists():
-        raise FileNotFoundError(f"--data-dir {data_dir} does not exist")
     channels = cell["data"].get("channels")
     cases = load_cases(dataset, data_dir, channels=list(channels) if channels else None)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], 0
     for case in cases:
@@ -151,7 +232,7 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path, device: str = "auto
         if case.mask is not None:
             rows.append({"case_id": case.id, **case_metrics(mask, case.mask, spacing=case.spacing)})
         log.info("predicted %s", case.id)
-    summary = {"run": str(run_dir), "study": study, "dataset": dataset, "best_epoch": epoch,
+    summary = {"run": str(run_dir), "out": str(out), "study": study, "dataset": dataset, "best_epoch": epoch,
                "cases": len(cases), "files_written": written, "cases_with_mask": len(rows)}
     if rows:
         df = pd.DataFrame(rows)

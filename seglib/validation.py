@@ -22,6 +22,49 @@ class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type or out of range. The message names it."""
 
 
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+class ParamLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for parameter files and ``-p`` values, with two changes.
+
+    * A duplicate key in a mapping is an error naming the key and its line (PyYAML keeps the last one
+      silently).
+    * Only ``true``/``false`` are booleans (YAML 1.2); ``on``/``off``/``yes``/``no`` stay the strings
+      written, so ``channels_last: off`` means ``"off"``. A boolean field accepts them (see ``_coerce``).
+    """
+
+    source = "parameters"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue
+                if key in seen:
+                    raise ConfigError(
+                        f"{self.source}: duplicate key {key!r} on line {key_node.start_mark.line + 1} (first on line "
+                        f"{seen[key] + 1}); a key may appear once in a mapping.")
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+ParamLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"]
+                                       for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ParamLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml(text: str, source: str = "parameters"):
+    """Parse ``text`` with :class:`ParamLoader`; duplicate keys raise ConfigError naming ``source``."""
+    loader = type("Loader", (ParamLoader,), {"source": source})
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if tp is type(None):
@@ -59,6 +102,10 @@ def _coerce(value, tp, where: str):
                 return a
             if isinstance(a, str) and str(value) == a and not isinstance(value, (bool, float)):
                 return a
+        if isinstance(value, bool):  # YAML 1.1 (or a notebook) turned on/off, yes/no into a boolean
+            words = [a for a in allowed if isinstance(a, str) and _BOOL_WORDS.get(a.lower()) is value]
+            if len(words) == 1:
+                return words[0]
         raise ConfigError(f"{where} = {value!r}: expected {_type_name(tp)}.{suggest(str(value), map(str, allowed))}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -68,6 +115,8 @@ def _coerce(value, tp, where: str):
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
         raise ConfigError(f"{where} = {value!r} ({type(value).__name__}): expected true or false.")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -99,7 +148,8 @@ def _check_range(value, meta, where):
             right = ")" if hi_open else "]"
             lo_s = "-inf" if lo is None else lo
             hi_s = "inf" if hi is None else hi
-            raise ConfigError(f"{where} = {value!r}: expected a value in {left}{lo_s}, {hi_s}{right}.")
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ConfigError(f"{where} = {shown!r}: expected a value in {left}{lo_s}, {hi_s}{right}.")
 
 
 def build_section(cls, values: dict, where: str):
@@ -150,7 +200,7 @@ def parse_assignment(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"-p {text!r}: expected key=value, e.g. -p train.epochs=3")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    value = load_yaml(raw, f"-p {text}") if raw.strip() else None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
