@@ -229,6 +229,12 @@ def _interrupt_kernels_first(signum, frame):
     raise KeyboardInterrupt
 
 
+def _quiet_abandoned_tasks() -> None:
+    """After Ctrl-C, nbclient's cell task that the interrupt cut short ends with an error no one reads;
+    asyncio would log it with a traceback when the task is collected. The one line said it all."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        _quiet_abandoned_tasks()
         print(f"seglib: interrupted (Ctrl-C) during {_what(args)}; runs that had finished are kept in the cache "
               f"and the next run goes on from there.", file=sys.stderr, flush=True)
         return 130
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(message, file=sys.stderr)
                 return 1
         if isinstance(e, NotebookFailed) and "raised KeyboardInterrupt" in str(e):
+            _quiet_abandoned_tasks()
             print(f"seglib: interrupted (Ctrl-C) during {_what(args)} while a notebook cell ran; {e}",
                   file=sys.stderr)
             return 130
