@@ -1,8 +1,8 @@
 """3D vs (2+1)D convolution in study A's U-Net: time per training step and peak memory by input size.
 
 Measured through the same code as the report's table A2
-(:func:`seglib.studies.stroke_measure.memory_and_time` and its
-``seglib.studies.stroke_step.measure_step``: U-Net with trilinear up-sampling, DiceBCE,
+(:func:`seglib.studies.stroke.measure.memory_and_time` and its
+``seglib.studies.stroke.step.measure_step``: U-Net with trilinear up-sampling, DiceBCE,
 SGD, batch 2 of random 2-channel volumes, one warm-up step then timed steps, each configuration
 in a fresh process whose resident set is sampled). ``memory_and_time`` always uses
 ``channels_last_3d``; the default (contiguous) layout is measured by the same ``measure_step`` with
@@ -35,7 +35,7 @@ STUDY_WIDTHS = (32, 64, 128, 256, 512)
 _SHIM = """
 import json, sys
 import torch
-from seglib.studies.stroke_step import measure_step
+from seglib.studies.stroke.step import measure_step
 torch.channels_last_3d = torch.contiguous_format
 row = measure_step(**json.loads(sys.argv[1]))
 row["memory_format"] = "contiguous"
@@ -55,9 +55,9 @@ def contiguous_layout():
 
 
 def measure_contiguous(args: dict, fresh: bool) -> dict:
-    """One configuration of ``stroke_step.measure_step`` (table A2's code) in the contiguous layout."""
+    """One configuration of ``stroke.step.measure_step`` (table A2's code) in the contiguous layout."""
     if not fresh:
-        from seglib.studies.stroke_step import measure_step
+        from seglib.studies.stroke.step import measure_step
 
         with contiguous_layout():
             row = measure_step(**args)
@@ -73,7 +73,7 @@ def measure_contiguous(args: dict, fresh: bool) -> dict:
 def measure(sizes: Sequence[int], features: Sequence[int], precision: str, steps: int, batch: int,
             fresh: bool, layouts: Sequence[str] = ("channels_last_3d", "contiguous")) -> list[dict]:
     """Rows of both conv modes × both layouts at every size (one ``memory_and_time`` call per size)."""
-    from seglib.studies.stroke_measure import memory_and_time
+    from seglib.studies.stroke.measure import memory_and_time
 
     rows = []
     for size in sizes:
@@ -118,11 +118,11 @@ def compare(rows: Sequence[dict]) -> list[dict]:
 def profile_step(conv: str, size: int, features: Sequence[int], precision: str, layout: str, batch: int,
                  top: int = 8) -> list[dict]:
     """Top operators (self CPU time) of one training step after a warm-up step: the step of
-    ``stroke_step.measure_step`` (U-Net, trilinear up-sampling, DiceBCE, SGD) in ``layout``."""
+    ``stroke.step.measure_step`` (U-Net, trilinear up-sampling, DiceBCE, SGD) in ``layout``."""
     from torch.profiler import ProfilerActivity, profile
 
     from seglib.models import build_model
-    from seglib.studies.stroke_step import dice_bce
+    from seglib.studies.stroke.step import dice_bce
     from seglib.train_utils import fixed_batch_step
 
     dev = torch.device("cpu")
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
                                           "load_average": {"start": bench.load["start"], "now": bc.load_average()}})
         bench.add_table("measurements", rows, ["conv", "size", "features", "precision", "memory_format",
                                                "time_per_step_s", "peak_mem_mb", "params", "steps"],
-                        title="every configuration (stroke_measure; peak = sampled RSS peak minus RSS before the model)")
+                        title="every configuration (stroke.measure; peak = sampled RSS peak minus RSS before the model)")
         comp = compare(rows)
         bench.add_table("comparison", comp, title=f"each mode at its best layout (goal: speedup >= {GOAL_SPEEDUP} "
                                                   f"and 2+1d_mb < 3d_mb)")

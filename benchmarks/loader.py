@@ -1,7 +1,7 @@
 """Data loading vs training: items/s of each study's cached loader against its training step.
 
 Per study at the quick profile's sizes (``--quick``: the smoke profile): phantoms written and
-preprocessed through the study's own code (``seglib.studies.common.prepare``, the study module's
+preprocessed through the study's own code (``seglib.studies.pipeline.prepare``, the study module's
 ``arrays`` (cached) and ``datasets``), then ``seglib.train.make_loader`` as ``train_cell`` builds
 it (``num_workers=0``): items/s over whole epochs, with and without augmentation (B, C:
 ``SliceDataset`` with the study's MONAI augmentation; A: whole volumes and ``PatchDataset`` with
@@ -78,7 +78,7 @@ def loader_rate(dataset, batch_size: int, min_items: int, min_s: float) -> tuple
 
 def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str, bool]:
     """Items/s of the cell's training step on one batch of its loader (after one warm-up step)."""
-    from seglib.studies.common import build_cell_loss, build_cell_model, train_settings
+    from seglib.studies.pipeline import build_cell_loss, build_cell_model, train_settings
     from seglib.train import make_loader
     from seglib.train_types import build_optimizer
     from seglib.train_utils import (channels_last_format, fixed_batch_step, resolve_channels_last, resolve_device,
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     profile = args.profile or ("smoke" if args.quick else "quick")
     os.environ["SEGLIB_BUILD"] = str(bc.OUT_DIR / "data")
     from seglib.execute import paths
-    from seglib.studies.common import prepare, study_module
+    from seglib.studies.pipeline import prepare, study_module
 
     min_items, min_s, steps = (8, 0.0, 1) if args.quick else (256, 3.0, 5)
     with bc.Bench("loader", args) as bench:

@@ -34,11 +34,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: figures, the site, the notebook session and the measurements that notebooks make themselves.
 REPORT_ONLY: tuple[str, ...] = (
     "__init__.py", "cli.py", "execute.py", "report.py", "predict.py", "runs.py", "locks.py", "grid.py",
-    "hashing.py", "fingerprint.py", "config.py", "validation.py", "stats.py",
-    "plots*.py", "site/*", "templates/*",
-    "studies/__init__.py", "studies/session.py", "studies/collect.py", "studies/tables.py",
+    "config.py", "validation.py", "stats.py", "plots*.py", "site/*", "templates/*",
+    "studies/session.py", "studies/collect.py", "studies/tables.py",
     "studies/*/__init__.py", "studies/*/report.py", "studies/*/measure.py", "studies/*/step.py",
 )
+#: Report-only modules that training code may import for their types alone: the configuration's
+#: dataclasses and validation (a run sees only the resolved configuration, which is in its key) and
+#: the run cache's record of what a run returns (``RunOutputs``).
+INERT: tuple[str, ...] = ("config.py", "validation.py", "runs.py")
 
 
 def library_files() -> list[Path]:

@@ -47,7 +47,7 @@ def load_run(run_dir: Path) -> tuple[str, dict, torch.nn.Module, int]:
     """(study, cell config, model with the best weights, best epoch) of a finished run.
 
     A checkpoint that cannot be read (truncated, from another model) is a one-line ValueError naming it."""
-    from seglib.studies.common import build_cell_model
+    from seglib.studies.pipeline import build_cell_model
 
     run_dir = Path(run_dir)
     meta = check_run(run_dir)

@@ -274,7 +274,7 @@ def tiny_run(folder: Path) -> Path:
     """A finished brain run with a real (untrained) 2-level U-Net checkpoint."""
     import torch
 
-    from seglib.studies.common import build_cell_model
+    from seglib.studies.pipeline import build_cell_model
 
     cell = resolve("brain", {"profile": "smoke", "grid": [], "model": {"features": [4, 8]},
                                     "data": {"size": 16}}).run_base()

@@ -113,7 +113,8 @@ def test_every_expected_figure_written(smoke_build, study):
 @pytest.mark.parametrize("study", STUDIES)
 def test_rerun_of_the_grid_trains_nothing(smoke_build, study, monkeypatch):
     from seglib.config import load
-    from seglib.studies.common import prepare, run_grid
+    from seglib.studies.collect import run_grid
+    from seglib.studies.pipeline import prepare
 
     p, errors = smoke_build
     assert errors[study] is None, f"{study}: {errors[study]}"

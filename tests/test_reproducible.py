@@ -29,7 +29,8 @@ WORKER = textwrap.dedent("""
     from seglib.config import load
     from seglib.execute import paths
     from seglib.runs import RunCache, RunSpec, execute, expand_grid
-    from seglib.studies.common import prepare, run_grid, study_module, train_cell
+    from seglib.studies.collect import run_grid
+    from seglib.studies.pipeline import prepare, study_module, train_cell
     import seglib.train_state as ts
     from functools import partial
 
@@ -140,7 +141,8 @@ CHECK = textwrap.dedent("""
     from seglib.config import load
     from seglib.execute import paths, stamp
     from seglib.fingerprint import code_fingerprint
-    from seglib.studies.common import prepare, run_grid
+    from seglib.studies.collect import run_grid
+    from seglib.studies.pipeline import prepare
     cfg = load("prostate", "params/prostate/smoke.yaml", ["seeds=[0]", "grid=[]", "train.epochs=1"])
     p = paths(Path.cwd())
     s = run_grid(cfg, prepare(cfg, p), p, progress=False).summary
@@ -193,7 +195,8 @@ def test_moving_the_dataset_keeps_every_cached_run(tmp_path, monkeypatch):
     """The data is identified by its content: the same cases under another folder name hit the cache."""
     from seglib.config import load
     from seglib.execute import paths
-    from seglib.studies.common import prepare, run_grid
+    from seglib.studies.collect import run_grid
+    from seglib.studies.pipeline import prepare
 
     monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path / "build"))
     p = paths(REPO)

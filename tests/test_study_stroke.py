@@ -13,8 +13,9 @@ from seglib.execute import Paths
 from seglib.losses import build_loss
 from seglib.models import build_model
 from seglib.studies import stroke
-from seglib.studies.common import GridResults, prepare
-from seglib.studies.stroke_measure import memory_and_time, sampler_study
+from seglib.studies.collect import GridResults
+from seglib.studies.pipeline import prepare
+from seglib.studies.stroke.measure import memory_and_time, sampler_study
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +175,10 @@ def test_peak_rss_sees_a_short_lived_allocation():
     import subprocess
     import sys
 
-    from seglib.studies.stroke_step import MALLOC_ENV
+    from seglib.studies.stroke.step import MALLOC_ENV
 
     code = ("import time, torch\n"
-            "from seglib.studies.stroke_step import PeakRSS, rss_mb\n"
+            "from seglib.studies.stroke.step import PeakRSS, rss_mb\n"
             "base = rss_mb()\n"
             "with PeakRSS() as s:\n"
             "    x = torch.ones(64, 2**20)\n"

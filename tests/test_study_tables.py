@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from seglib.studies import brain, prostate
-from seglib.studies.common import GridResults
+from seglib.studies.collect import GridResults
 
 N_CASES = 12
 

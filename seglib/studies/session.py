@@ -11,7 +11,8 @@ import pandas as pd
 
 from seglib.config import StudyConfig
 from seglib.execute import Paths, paths as find_paths
-from seglib.studies.common import GridResults, Prepared, prepare, run_grid, write_outputs
+from seglib.studies.collect import GridResults, run_grid, write_outputs
+from seglib.studies.pipeline import Prepared, prepare
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,13 @@
-"""Study C: brain lower-grade glioma (Kaggle LGG), 2D U-Net and U-Net++; losses and optimisers.
-
-Tables C1 (training per optimiser), C2 (U-Net vs U-Net++), the results table with CIs and
-Holm-corrected paired tests, and the claims of the seed tested on per-volume DSC.
-"""
+"""Study C's tables and claims: C1 (training per optimiser), C2 (U-Net vs U-Net++), the results table
+with CIs and Holm-corrected paired tests, and the seed's claims tested on per-volume DSC. Read from the
+grid's results; nothing here trains."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from seglib.data.cache import cached_arrays
 from seglib.stats import paired_test, test_claim
-from seglib.studies import slices2d
 from seglib.studies.tables import results_table
 
 METRICS = ["dice", "precision", "recall", "hd95"]
@@ -26,35 +22,6 @@ SEED_DSC = {("unet", "dice", "adam"): 0.915472, ("unet", "bce", "adam"): 0.91408
             ("unet", "log_cosh_dice", "sgd"): 0.794323, ("unet", "shape_aware", "sgd"): 0.793439,
             ("unetpp", "dice", "adam"): 0.913730, ("unetpp", "log_cosh_dice", "adam"): 0.914497}
 
-
-def arrays(prepared, data_cfg: dict) -> dict:
-    """Buda's per-volume preprocessing of every labelled case, cached, split into train/val slices."""
-    from seglib.data.preprocess import buda_preprocess, extract_slices, stack_volumes
-
-    cases = prepared.cases
-    key = {"study": "brain", "fingerprint": prepared.fingerprint, "size": data_cfg["size"],
-           "normalize": data_cfg["normalize"], "ids": [c.id for c in cases]}
-
-    def build():
-        if data_cfg["normalize"] == "buda":
-            return stack_volumes([buda_preprocess(c, data_cfg["size"]) for c in cases], [c.id for c in cases])
-        return extract_slices(cases, data_cfg["size"], normalise=None)
-
-    slices = cached_arrays(key, build, prepared.cache_dir)
-    slices["mask"] = slices["mask"].astype(np.uint8)
-    return slices2d.split_arrays(slices, prepared.train_ids, prepared.val_ids)
-
-
-in_channels = slices2d.in_channels
-
-
-def datasets(arrays: dict, cell: dict):
-    return slices2d.datasets(arrays, cell, "brain")
-
-
-def evaluate(model, arrays, cell, loss_fn, device, precision):
-    examples = slices2d.example_slices(arrays, 4)
-    return slices2d.evaluate(model, arrays, cell, loss_fn, device, precision, examples=examples)
 
 
 # --------------------------------------------------------------------------- labels

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.hashing import stable_hash
-from seglib.studies.stroke_step import MALLOC_ENV, measure_step
+from seglib.studies.stroke.step import MALLOC_ENV, measure_step
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "p
 
 
 def _measure_fresh(args: dict) -> dict:
-    """Run :func:`~seglib.studies.stroke_step.measure_step` in a new interpreter and read its JSON line back."""
+    """Run :func:`~seglib.studies.stroke.step.measure_step` in a new interpreter and read its JSON line back."""
     code = ("import json, sys; import torch; import seglib.models, seglib.train_utils; "
-            "from seglib.studies.stroke_step import measure_step; "
+            "from seglib.studies.stroke.step import measure_step; "
             "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           check=False, env={**os.environ, **MALLOC_ENV})

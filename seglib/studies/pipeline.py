@@ -1,4 +1,4 @@
-"""What the three studies share: the data source, the grid of runs, and one training run.
+"""What the three studies share on the training side: the data source and one training run.
 
 A study module (``stroke``, ``prostate``, ``brain``) provides four functions::
 
@@ -7,7 +7,8 @@ A study module (``stroke``, ``prostate``, ``brain``) provides four functions::
     evaluate(model, arrays, cell, loss_fn, device, precision) -> (per-case metrics DataFrame, predictions dict)
     in_channels(arrays) -> int
 
-and this module turns a validated :class:`~seglib.config.StudyConfig` into cached runs.
+and this module turns a grid cell of a validated :class:`~seglib.config.StudyConfig` into one trained run
+(:mod:`seglib.studies.collect` expands the grid and gathers the runs' results).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.config import DataConfig, StudyConfig, as_dict
-from seglib.execute import Paths
+from seglib.paths import Paths
 from seglib.hashing import stable_hash
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ PHANTOM_KNOBS: dict[str, dict[str, Any]] = {
 
 
 def study_module(study: str):
-    return importlib.import_module(f"seglib.studies.{study}")
+    return importlib.import_module(f"seglib.studies.{study}.data")
 
 
 @dataclass
@@ -172,148 +173,3 @@ def train_cell(spec, run_dir: Path, *, module, prepared: Prepared, progress: boo
     extra = {**history.summary(), "parameters": count_parameters(model), "eval_time_s": time.perf_counter() - t0,
              "n_train": len(train_ds), "n_val_cases": int(metrics["case_id"].nunique()), "cpu_threads": threads}
     return RunOutputs(history=history.to_frame(), metrics=metrics, predictions=predictions, extra=extra)
-
-
-@dataclass
-class GridResults:
-    """Every run of a study's grid: one row per run, per case, per epoch, and the stored predictions."""
-
-    runs: pd.DataFrame
-    cases: pd.DataFrame
-    history: pd.DataFrame
-    predictions: dict[str, dict[str, np.ndarray]]
-    axes: list[str]
-    summary: dict
-
-    def provenance(self) -> list[dict]:
-        cols = ["key", "config", "seed", "wall_s", "device", "precision"]
-        return self.runs[[c for c in cols if c in self.runs]].to_dict("records")
-
-
-def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool = False,
-             progress: bool = True) -> GridResults:
-    """Expand the grid into runs, train what the cache lacks, and collect every run's results."""
-    from seglib.runs import RunCache, RunSpec, cell_label, execute, expand_grid, grid_axes
-
-    base = cfg.run_base()
-    base["train"]["seed"] = 0
-    # the data is identified by its content (prepared.fingerprint), not by where it lies: moving or
-    # renaming the dataset folder keeps every cached run
-    base["data"]["data_dir"] = None
-    grids = [dict(g) for g in cfg.grid]
-    cells = expand_grid(base, grids, list(cfg.seeds))
-    axes = grid_axes(grids)
-    specs = [RunSpec(cfg.study, cell, prepared.fingerprint) for cell in cells]
-    module = study_module(cfg.study)
-    fn = partial(train_cell, module=module, prepared=prepared, progress=progress)
-    results = execute(specs, fn, RunCache(paths.runs), force=force, progress=progress)
-    run_rows, case_frames, hist_frames, preds = [], [], [], {}
-    for spec, res in zip(specs, results):
-        label = cell_label(spec.config, axes) if axes else "baseline"
-        axis_values = {k.split(".")[-1] if k.split(".")[-1] != "name" else k.split(".")[0]: _get(spec.config, k)
-                       for k in axes}
-        prov = res.provenance or {}
-        extra = prov.get("extra", prov)
-        hist = res.history
-        row = {"key": spec.key, "config": label, "seed": spec.config["train"]["seed"], **axis_values,
-               "best_epoch": extra.get("best_epoch"), "epochs_run": len(hist),
-               "train_time_s": float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else np.nan,
-               "time_per_epoch_s": float(hist["epoch_time_s"].mean()) if "epoch_time_s" in hist else np.nan,
-               "peak_mem_mb": float(hist["peak_mem_mb"].max()) if "peak_mem_mb" in hist else np.nan,
-               "parameters": extra.get("parameters"), "device": extra.get("device"),
-               "precision": extra.get("precision"), "wall_s": prov.get("wall_time_s"),
-               "lr": spec.config["optim"]["lr"], "batch_size": spec.config["train"]["batch_size"],
-               "final_train_loss": float(hist["train_loss"].iloc[-1]),
-               "final_val_loss": float(hist["val_loss"].iloc[-1]) if "val_loss" in hist else np.nan}
-        run_rows.append(row)
-        m = res.metrics.copy()
-        m.insert(0, "config", label)
-        m.insert(1, "seed", row["seed"])
-        m.insert(2, "key", spec.key)
-        for k, v in axis_values.items():
-            m[k] = v
-        case_frames.append(m)
-        h = hist.copy()
-        h.insert(0, "config", label)
-        h.insert(1, "seed", row["seed"])
-        for k, v in axis_values.items():
-            h[k] = v
-        hist_frames.append(h)
-        preds[spec.key] = res.predictions
-    s = results.summary
-    summary = {"runs": s.runs, "hits": s.hits, "trained": s.trained, "seconds": s.seconds}
-    log.info("%s: %d runs, %d cached, %d trained in %.0f s", cfg.study, s.runs, s.hits, s.trained, s.seconds)
-    return GridResults(pd.DataFrame(run_rows), pd.concat(case_frames, ignore_index=True),
-                       pd.concat(hist_frames, ignore_index=True), preds, axes, summary)
-
-
-def _get(cell: dict, dotted: str):
-    node = cell
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def config_order(runs: pd.DataFrame) -> list[str]:
-    """Configuration labels in grid order."""
-    return list(dict.fromkeys(runs["config"]))
-
-
-def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: GridResults | None,
-                  tables: dict[str, pd.DataFrame], claims: list[dict], headline: dict,
-                  title: str) -> Path:
-    """Write every table as CSV and ``results.json`` (claims, headline numbers, provenance) beside
-    the executed notebook, for the report index and the tests."""
-    import json
-    import platform
-    from importlib import metadata
-
-    import seglib
-    from seglib.runs import _git_commit
-
-    out_dir = Path(out_dir)
-    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
-    for label, df in tables.items():
-        df.to_csv(out_dir / "tables" / f"{label}.csv", index=False)
-    packages = {}
-    for dist in ("torch", "monai", "numpy", "scipy", "pandas", "nibabel", "tifffile", "papermill"):
-        try:
-            packages[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            packages[dist] = None
-    packages["python"] = platform.python_version()
-    runs = grid.provenance() if grid is not None else []
-    result = {
-        "study": cfg.study, "title": title, "profile": cfg.profile, "data": prepared.source,
-        "synthetic": prepared.synthetic, "seglib_version": seglib.__version__, "git_commit": _git_commit(),
-        "claims": claims, "headline": headline, "tables": sorted(tables),
-        "provenance": {"parameters": as_dict(cfg), "config_hash": cfg.hash, "packages": packages,
-                       "device": runs[0]["device"] if runs else None, "runs": [
-                           {"run": r["key"], "label": f'{r["config"]} (seed {r["seed"]})', "wall_s": r.get("wall_s")}
-                           for r in runs],
-                       "cache": grid.summary if grid is not None else None},
-    }
-    path = out_dir / "results.json"
-    path.write_text(json.dumps(result, indent=1, default=_json_default))
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def describe_data(prepared: Prepared) -> str:
-    """A Markdown paragraph saying which data this build used, so no one mistakes phantoms for the real study."""
-    kind = ("**synthetic phantoms**, written in the dataset's own on-disk layout and read back by the same "
-            "reader as the real data" if prepared.synthetic else "**the real dataset**")
-    text = (f"This build used {kind}: {prepared.source}. Training patients: {len(prepared.train_ids)}; "
-            f"held-out (validation) patients: {len(prepared.val_ids)} ({', '.join(prepared.val_ids)}).")
-    if prepared.unlabelled:
-        text += (f" Cases without a mask, listed and left out of training: {', '.join(prepared.unlabelled)}.")
-    return text

@@ -1,18 +1,13 @@
-"""Study B: prostate gland (PROSTATEx T2), 2D U-Net; BCE against Tversky losses over α.
-
-Table B1 (the seed's Table 1 beside ours, per patient and pooled), the results table with CIs and
-Holm-corrected paired tests against BCE, and the seed's hypothesis (α = 0.25 best) and finding
-(α = 0.75 highest Dice) tested.
-"""
+"""Study B's tables and claims: Table B1 (the seed's Table 1 beside ours, per patient and pooled), the
+results table with CIs and Holm-corrected paired tests against BCE, and the seed's hypothesis (α = 0.25
+best) and finding (α = 0.75 highest Dice) tested. Read from the grid's results; nothing here trains."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from seglib.data.cache import cached_arrays
 from seglib.stats import paired_test
-from seglib.studies import slices2d
 from seglib.studies.tables import pooled_vs_per_case, results_table, summary
 
 METRICS = ["dice", "precision", "recall", "f1"]
@@ -25,44 +20,6 @@ SEED_TABLE = pd.DataFrame(
      ("Tversky α=0.75", 0.75, 0.89506, 0.76617, 0.81707, 0.79081), ("Tversky α=0.85", 0.85, 0.88112, 0.64821, 0.91519, 0.75890)],
     columns=["loss", "alpha", "dice", "precision", "recall", "f1"])
 
-
-def arrays(prepared, data_cfg: dict) -> dict:
-    """Every slice of every labelled case, min-max normalised per slice and resized, split by patient
-    (or by slice, as published, which leaks patients between training and validation)."""
-    from seglib.data.preprocess import extract_slices
-    from seglib.data.splits import split_by_slice
-
-    cases = prepared.cases
-    norm = "slice" if data_cfg["normalize"] == "minmax" else None
-    key = {"study": "prostate", "fingerprint": prepared.fingerprint, "size": data_cfg["size"], "normalize": norm,
-           "ids": [c.id for c in cases]}
-    slices = cached_arrays(key, lambda: extract_slices(cases, data_cfg["size"], normalise=norm), prepared.cache_dir)
-    slices["mask"] = slices["mask"].astype(np.uint8)
-    if data_cfg["split"] == "patient":
-        return slices2d.split_arrays(slices, prepared.train_ids, prepared.val_ids)
-    train_idx, val_idx = split_by_slice(slices["patient"].astype(str), data_cfg["val_fraction"], seed=0)
-    out = {}
-    for part, idx in (("train", train_idx), ("val", val_idx)):
-        for k, v in slices.items():
-            out[f"{part}_{k}"] = v[idx]
-    return out
-
-
-in_channels = slices2d.in_channels
-
-
-def datasets(arrays: dict, cell: dict):
-    return slices2d.datasets(arrays, cell, "prostate")
-
-
-def example_index(arrays: dict) -> int:
-    """B5's slice: the validation slice with the largest gland (the seed showed ProstateX-0200, slice 13)."""
-    areas = arrays["val_mask"].reshape(len(arrays["val_mask"]), -1).sum(axis=1)
-    return int(np.argmax(areas))
-
-
-def evaluate(model, arrays, cell, loss_fn, device, precision):
-    return slices2d.evaluate(model, arrays, cell, loss_fn, device, precision, examples=[example_index(arrays)])
 
 
 # --------------------------------------------------------------------------- names

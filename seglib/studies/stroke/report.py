@@ -1,6 +1,6 @@
 """Study A's tables (A1, A2, A5), the sentences that report them, the claims and the headline.
 
-Everything here reads the results of the grid (:class:`seglib.studies.common.GridResults`), the
+Everything here reads the results of the grid (:class:`seglib.studies.collect.GridResults`), the
 memory measurement and the sampler study; nothing trains or measures. Configuration labels are
 those of :func:`seglib.runs.cell_label` (``"conv=3d, size=32, loss=dice_bce"``).
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.stats import mean_ci, test_claim
-from seglib.studies.common import config_order
+from seglib.studies.collect import config_order
 from seglib.studies.tables import results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")

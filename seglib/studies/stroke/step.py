@@ -1,7 +1,7 @@
 """One configuration of study A's memory / time measurement (A2), importable without pandas or MONAI so
 that a fresh measuring process stays light: :func:`measure_step` runs training steps of the 3D U-Net
 and reports the peak memory and the time per step. Called by
-:func:`seglib.studies.stroke_measure.memory_and_time`, in this process or in a new one."""
+:func:`seglib.studies.stroke.measure.memory_and_time`, in this process or in a new one."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Study A: ischemic stroke lesions in 3D ((2+1)D convolution, input size, DiceBCE vs GDL+CE).
 
-The four functions the runner (:mod:`seglib.studies.common`) calls:
+The four functions the runner (:mod:`seglib.studies.pipeline`) calls:
 
 * :func:`arrays`: every labelled case resized to ``data.size``³ (images trilinear; masks nearest,
   or trilinear as the seed's ``grid_sample`` did with ``mask_interp="linear_as_published"``),
@@ -15,9 +15,9 @@ The four functions the runner (:mod:`seglib.studies.common`) calls:
 
 Masks resampled ``linear_as_published`` stay soft (values in [0, 1]) for **training**, as in the
 seed, while the held-out truth is that soft mask thresholded at 0.5, since metrics need a binary
-truth. The tables, claims and texts of the notebook are in :mod:`seglib.studies.stroke_report`;
+truth. The tables, claims and texts of the notebook are in :mod:`seglib.studies.stroke.report`;
 the memory / time measurement (A2) and the sampler study (A5) in
-:mod:`seglib.studies.stroke_measure`.
+:mod:`seglib.studies.stroke.measure`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from seglib.studies.stroke_measure import memory_and_time, memory_benchmark, sampler_benchmark, sampler_study
-from seglib.studies.stroke_report import (
-    baseline_label, claims, describe_a1, describe_a2, describe_a5, describe_a6, headline, overlay_cases, table_a1,
-    table_a2, table_a5,
-)
-
 log = logging.getLogger(__name__)
 
-__all__ = ["arrays", "datasets", "evaluate", "in_channels", "VolumeDataset", "memory_and_time", "memory_benchmark",
-           "sampler_study", "sampler_benchmark", "table_a1", "table_a2", "table_a5", "describe_a1", "describe_a2",
-           "describe_a5", "describe_a6", "claims", "headline", "baseline_label", "overlay_cases"]
+__all__ = ["arrays", "datasets", "evaluate", "in_channels", "VolumeDataset"]
 
 STUDY = "stroke"
 
