@@ -233,15 +233,22 @@ def test_real_isles22(caplog):
     with caplog.at_level(logging.WARNING):
         cases = load_cases("isles22", root)
     elapsed = time.perf_counter() - t0
-    assert [c.id for c in cases] == ["sub-strokecase0001", "sub-strokecase0009"]
+    ids = ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0003", "sub-strokecase0004",
+           "sub-strokecase0009"]
+    assert [c.id for c in cases] == ids
     for c in cases:
         raw = root / "rawdata" / c.id / "ses-0001"
         files = {m: raw / f"{c.id}_ses-0001_{m}.nii.gz" for m in ("dwi", "adc")}
         mask = root / "derivatives" / c.id / "ses-0001" / f"{c.id}_ses-0001_msk.nii.gz"
         expect_nifti_case(c, files, mask if mask.exists() else None)
-        assert c.image.shape == (2, 112, 112, 73) and c.spacing == (2.0, 2.0, 2.0)
+        depth = 73 if c.id in ("sub-strokecase0001", "sub-strokecase0009") else 72
+        assert c.image.shape == (2, 112, 112, depth) and c.spacing == (2.0, 2.0, 2.0)
     assert cases[0].mask is None and "sub-strokecase0001" in caplog.text
-    assert int(cases[1].mask.sum()) == 523
+    assert [int(c.mask.sum()) for c in cases[1:]] == [118, 3873, 281, 523]
+    # the centres store ADC in different units: mm²/s (0002, 0003: up to about 0.004) and 10⁻³ mm²/s (others)
+    adc_max = {c.id: float(c.image[1].max()) for c in cases}
+    assert adc_max["sub-strokecase0002"] < 0.01 and adc_max["sub-strokecase0003"] < 0.01
+    assert all(adc_max[i] > 1 for i in ("sub-strokecase0001", "sub-strokecase0004", "sub-strokecase0009"))
     assert elapsed < 30
 
 
