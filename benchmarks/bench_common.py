@@ -157,7 +157,7 @@ def cpu_info() -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     import torch
 
-    from seglib.train_utils import CPU_AUTO_BF16, cpu_has_native_bf16, resolve_precision
+    from seglib.train.device import CPU_AUTO_BF16, cpu_has_native_bf16, resolve_precision
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": cpu_info(), "cpu_has_native_bf16": cpu_has_native_bf16(), "CPU_AUTO_BF16": CPU_AUTO_BF16,

@@ -121,9 +121,9 @@ def profile_step(conv: str, size: int, features: Sequence[int], precision: str, 
     ``stroke.step.measure_step`` (U-Net, trilinear up-sampling, DiceBCE, SGD) in ``layout``."""
     from torch.profiler import ProfilerActivity, profile
 
-    from seglib.models import build_model
+    from seglib.nn.unet import build_model
     from seglib.studies.stroke.step import dice_bce
-    from seglib.train_utils import fixed_batch_step
+    from seglib.train.steps import fixed_batch_step
 
     dev = torch.device("cpu")
     fmt = torch.contiguous_format if layout == "contiguous" else torch.channels_last_3d
@@ -172,7 +172,7 @@ def breakdown(profile_rows: Sequence[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from seglib.train_utils import cpu_has_native_bf16
+    from seglib.train.device import cpu_has_native_bf16
 
     p = bc.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="cube sizes (default 32 64 128)")

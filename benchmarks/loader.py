@@ -61,7 +61,7 @@ def loader_rate(dataset, batch_size: int, min_items: int, min_s: float) -> tuple
     """Items/s of ``make_loader(dataset, batch_size, shuffle=True)`` over whole epochs (at least
     ``min_items`` items and ``min_s`` seconds, each epoch reseeded as ``fit`` does)."""
     from seglib.train import make_loader
-    from seglib.train_utils import reseed_loader
+    from seglib.train.rng import reseed_loader
 
     loader = make_loader(dataset, batch_size, shuffle=True, seed=0)
     for _ in loader:  # warm-up epoch: first-touch of arrays, transform set-up
@@ -80,9 +80,9 @@ def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str,
     """Items/s of the cell's training step on one batch of its loader (after one warm-up step)."""
     from seglib.studies.pipeline import build_cell_loss, build_cell_model, train_settings
     from seglib.train import make_loader
-    from seglib.train_types import build_optimizer
-    from seglib.train_utils import (channels_last_format, fixed_batch_step, resolve_channels_last, resolve_device,
-                                     resolve_precision)
+    from seglib.train.settings import build_optimizer
+    from seglib.train.device import channels_last_format, resolve_channels_last, resolve_device, resolve_precision
+    from seglib.train.steps import fixed_batch_step
 
     settings = train_settings(cell)
     dev = resolve_device(settings.device)
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     profile = args.profile or ("smoke" if args.quick else "quick")
     os.environ["SEGLIB_BUILD"] = str(bc.OUT_DIR / "data")
-    from seglib.execute import paths
+    from seglib.report.notebooks import paths
     from seglib.studies.pipeline import prepare, study_module
 
     min_items, min_s, steps = (8, 0.0, 1) if args.quick else (256, 3.0, 5)

@@ -12,7 +12,7 @@
 3. ``seglib.train.fit`` (one epoch, no validation, default settings) beside a bare PyTorch loop
    over the same model, loader, precision and memory format: the engine's overhead.
 
-The engine's CPU default is ``seglib.train_utils.resolve_precision("auto", "cpu")``.
+The engine's CPU default is ``seglib.train.device.resolve_precision("auto", "cpu")``.
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--skip-full] [--max-step-s 30]
 """
@@ -67,8 +67,8 @@ def tiny_config(cfg: dict) -> dict:
 
 def build(cfg: dict, seed: int = 0):
     """Model, a batch ``(x, y)`` and the loss of ``cfg`` (weights and data fixed by ``seed``)."""
-    from seglib.losses import build_loss
-    from seglib.models import build_model
+    from seglib.nn.losses import build_loss
+    from seglib.nn.unet import build_model
 
     torch.manual_seed(seed)
     model = build_model("unet", spatial_dims=cfg["spatial_dims"], in_channels=cfg["in_channels"], out_channels=1,
@@ -84,7 +84,7 @@ def step_flops(cfg: dict) -> int:
     """FLOPs of one training step (forward + backward) of ``cfg``, counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from seglib.models import build_model
+    from seglib.nn.unet import build_model
 
     with torch.device("meta"):
         model = build_model("unet", spatial_dims=cfg["spatial_dims"], in_channels=cfg["in_channels"], out_channels=1,
@@ -103,7 +103,7 @@ def memory_format(spatial_dims: int, channels_last: bool):
 
 def make_step(model, x, y, loss_fn, precision: str, channels_last: bool, spatial_dims: int):
     """A closure running one training step (Adam) in ``precision`` / memory format; returns the loss."""
-    from seglib.train_utils import fixed_batch_step
+    from seglib.train.steps import fixed_batch_step
 
     fmt = memory_format(spatial_dims, channels_last)
     model = model.to(memory_format=fmt).train()
@@ -177,7 +177,8 @@ def fit_overhead(cfg: dict, steps: int, repeats: int) -> dict:
     from torch.utils.data import TensorDataset
 
     from seglib.train import TrainSettings, fit, make_loader
-    from seglib.train_utils import bare_step, resolve_channels_last, resolve_precision
+    from seglib.train.device import resolve_channels_last, resolve_precision
+    from seglib.train.steps import bare_step
 
     _, x, y, loss_fn = build(dict(cfg, batch=cfg["batch"] * steps))
     loader = make_loader(TensorDataset(x, y), cfg["batch"], shuffle=True, seed=0)
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
                    help="skip a full-size mode whose step is predicted (from the quick size) to take longer")
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
     args = p.parse_args(argv)
-    from seglib.train_utils import cpu_has_native_bf16, resolve_precision
+    from seglib.train.device import cpu_has_native_bf16, resolve_precision
 
     with bc.Bench("throughput", args) as bench:
         native = cpu_has_native_bf16()

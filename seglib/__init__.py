@@ -1,6 +1,6 @@
 """seglib: the thin library behind the seglib studies report.
 
-Modules are imported lazily by their users (``import seglib.models``); importing
+Modules are imported lazily by their users (``import seglib.nn.unet``); importing
 ``seglib`` itself has no side effects and pulls in no heavy dependency.
 """
 

@@ -49,7 +49,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from seglib.execute import paths
+    from seglib.report.notebooks import paths
 
     studies = STUDIES if args.study == "all" else (args.study,)
     configs = [_load(s, args) for s in studies]  # validate all before running any
@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
 
 
 def _raise_failures(failures: dict) -> None:
-    from seglib.execute import NotebookFailed
+    from seglib.report.notebooks import NotebookFailed
 
     for e in failures.values():  # a full or read-only disk is said as such, not as a failed notebook
         if isinstance(e, OSError) and (e.errno in DISK_ERRNOS or isinstance(e, PermissionError)):
@@ -70,7 +70,7 @@ def _raise_failures(failures: dict) -> None:
 
 def _execute(configs, p, args) -> dict:
     """Execute ``configs`` (``--jobs`` at a time, longest first); print each as it ends; return the failures."""
-    from seglib.execute import default_jobs, run_notebooks
+    from seglib.report.notebooks import default_jobs, run_notebooks
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected a number of notebooks of at least 1.")
@@ -91,8 +91,8 @@ def _execute(configs, p, args) -> dict:
 
 
 def cmd_report(args) -> int:
-    from seglib.execute import is_up_to_date, paths
-    from seglib.report import render_site
+    from seglib.report.notebooks import is_up_to_date, paths
+    from seglib.report.render import render_site
 
     p = paths()
     configs = [_load(s, args) for s in STUDIES]
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seglib: invalid parameters: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the CLI reports any failure in one line
-        from seglib.execute import NotebookFailed
+        from seglib.report.notebooks import NotebookFailed
 
         if isinstance(e, OSError):
             message = disk_error_message(e, _what(args))

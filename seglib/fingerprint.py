@@ -33,15 +33,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: computes: the command line, notebook execution, the run cache's bookkeeping, statistics, tables,
 #: figures, the site, the notebook session and the measurements that notebooks make themselves.
 REPORT_ONLY: tuple[str, ...] = (
-    "__init__.py", "cli.py", "execute.py", "report.py", "predict.py", "runs.py", "locks.py", "grid.py",
-    "config.py", "validation.py", "stats.py", "plots*.py", "site/*", "templates/*",
-    "studies/session.py", "studies/collect.py", "studies/tables.py",
+    "__init__.py", "cli.py", "predict.py", "config/*", "runs/*", "report/*", "plots/*", "templates/*",
+    "eval/stats.py", "eval/tables.py", "studies/session.py", "studies/collect.py",
     "studies/*/__init__.py", "studies/*/report.py", "studies/*/measure.py", "studies/*/step.py",
 )
 #: Report-only modules that training code may import for their types alone: the configuration's
 #: dataclasses and validation (a run sees only the resolved configuration, which is in its key) and
 #: the run cache's record of what a run returns (``RunOutputs``).
-INERT: tuple[str, ...] = ("config.py", "validation.py", "runs.py")
+INERT: tuple[str, ...] = ("config/__init__.py", "config/schema.py", "config/validate.py", "config/resolve.py",
+                          "runs/__init__.py", "runs/cache.py")
 
 
 def library_files() -> list[Path]:

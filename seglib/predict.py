@@ -71,7 +71,7 @@ def default_out(run_dir: Path, study: str, data_dir: Path, build: Path | None = 
     import hashlib
 
     if build is None:
-        from seglib.execute import paths
+        from seglib.report.notebooks import paths
 
         build = paths().build
     resolved = Path(data_dir).resolve()
@@ -197,9 +197,9 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     outside every run folder, the device exists."""
     from seglib.config import ConfigError, check_device
     from seglib.data import load_cases
-    from seglib.execute import paths
-    from seglib.metrics import case_metrics
-    from seglib.train_utils import resolve_device
+    from seglib.report.notebooks import paths
+    from seglib.eval.metrics import case_metrics
+    from seglib.train.device import resolve_device
 
     run_dir = Path(run_dir)
     meta = check_run(run_dir)

@@ -21,7 +21,7 @@ TEST_BUILD = REPO / "build" / "test"
 def smoke_build():
     """Execute every notebook with ``params/<study>/smoke.yaml``; returns (paths, {study: error or None})."""
     from seglib.config import STUDIES, load
-    from seglib.execute import paths, run_notebooks
+    from seglib.report.notebooks import paths, run_notebooks
 
     old = os.environ.get("SEGLIB_BUILD")
     os.environ["SEGLIB_BUILD"] = str(TEST_BUILD)

@@ -22,7 +22,7 @@ TOLERANCE = 1e-6
 
 
 def machine_kind() -> str:
-    from seglib.train_utils import cpu_has_native_bf16
+    from seglib.train.device import cpu_has_native_bf16
 
     return "cpu-native-bf16" if cpu_has_native_bf16() else "cpu-no-bf16"
 

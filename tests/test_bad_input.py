@@ -207,9 +207,9 @@ def _raise(err):
      r"^seglib: cannot write /ro/build/runs \(seglib run brain\): permission denied"),
 ])
 def test_disk_errors_are_one_line(err, message, monkeypatch, capsys):
-    import seglib.execute
+    import seglib.report.notebooks
 
-    monkeypatch.setattr(seglib.execute, "run_notebook", _raise(err))
+    monkeypatch.setattr(seglib.report.notebooks, "run_notebook", _raise(err))
     assert cli.main(["run", "brain", "--profile", "smoke", "--quiet"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0]
@@ -219,12 +219,12 @@ def test_disk_errors_are_one_line(err, message, monkeypatch, capsys):
 def test_disk_error_while_writing_a_file(monkeypatch, capsys, tmp_path):
     # the write function itself fails: Path.write_text as used for stamps, results and summary.json
     monkeypatch.setattr(Path, "write_text", _raise(OSError(errno.ENOSPC, "No space left on device", str(tmp_path))))
-    import seglib.execute
+    import seglib.report.notebooks
 
     def writes(cfg, p, **k):
         (p.executed / "x.txt").write_text("x")
 
-    monkeypatch.setattr(seglib.execute, "run_notebook", writes)
+    monkeypatch.setattr(seglib.report.notebooks, "run_notebook", writes)
     monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path))
     assert cli.main(["run", "prostate", "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err
@@ -232,9 +232,9 @@ def test_disk_error_while_writing_a_file(monkeypatch, capsys, tmp_path):
 
 
 def test_keyboard_interrupt_in_process(monkeypatch, capsys):
-    import seglib.execute
+    import seglib.report.notebooks
 
-    monkeypatch.setattr(seglib.execute, "run_notebook", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(seglib.report.notebooks, "run_notebook", _raise(KeyboardInterrupt()))
     assert cli.main(["run", "brain", "--profile", "smoke", "--quiet"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("seglib: interrupted (Ctrl-C) during seglib run brain")

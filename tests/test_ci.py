@@ -36,7 +36,7 @@ def test_makefile_installs_cpu_torch_kernel_and_runs_pytest():
 
 
 def test_kernel_name_is_the_same_everywhere():
-    from seglib.execute import KERNEL_NAME
+    from seglib.report.notebooks import KERNEL_NAME
 
     assert KERNEL_NAME == "seglib"
     quarto = (ROOT / "_quarto.yml")

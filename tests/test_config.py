@@ -146,10 +146,10 @@ def test_resolved_config_round_trips_through_json():
 
 
 def test_cli_run_validates_before_any_notebook_starts(tmp_path, monkeypatch, capsys):
-    import seglib.execute
+    import seglib.report.notebooks
 
     started = []
-    monkeypatch.setattr(seglib.execute, "run_notebook", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(seglib.report.notebooks, "run_notebook", lambda *a, **k: started.append(a))
     f = write(tmp_path, "loss:\n  alpha: 2\n")
     assert cli.main(["run", "prostate", "--params", str(f)]) == 2
     err = capsys.readouterr().err

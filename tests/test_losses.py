@@ -1,4 +1,4 @@
-"""Tests for seglib.losses / seglib.losses_custom: closed-form values on tiny tensors,
+"""Tests for seglib.nn.losses / seglib.nn.custom_losses: closed-form values on tiny tensors,
 identities, the Tversky convention, the as-published GDL+CE bugs, gradients, empty targets."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seglib.losses import LOSSES, GDLCELoss, build_loss
-from seglib.losses_custom import contour_distance, two_class_logits
+from seglib.nn.losses import LOSSES, GDLCELoss, build_loss
+from seglib.nn.custom_losses import contour_distance, two_class_logits
 
 LOG2 = math.log(2.0)
 

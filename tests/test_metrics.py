@@ -1,4 +1,4 @@
-"""Tests for seglib.metrics: closed-form cases, the empty-mask policy, Dice = F1, per-volume
+"""Tests for seglib.eval.metrics: closed-form cases, the empty-mask policy, Dice = F1, per-volume
 regrouping of slices, aggregation, and agreement with MONAI's metrics on random masks."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from seglib.metrics import (
+from seglib.eval.metrics import (
     aggregate,
     case_metrics,
     confusion_counts,

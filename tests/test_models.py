@@ -1,4 +1,4 @@
-"""Tests for seglib.models and seglib.blocks: shapes at odd sizes, forward+backward on CPU,
+"""Tests for seglib.nn.unet and seglib.nn.blocks: shapes at odd sizes, forward+backward on CPU,
 closed-form parameter counts, (2+1)D structure, channels-last, registry errors."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from seglib.blocks import Conv2Plus1d, LinearUpsample, crop_to, matched_mid_channels, pad_to_multiple
-from seglib.models import MODELS, UNet, UNetPlusPlus, build_model, count_parameters
+from seglib.nn.blocks import Conv2Plus1d, LinearUpsample, crop_to, matched_mid_channels, pad_to_multiple
+from seglib.nn.unet import MODELS, UNet, UNetPlusPlus, build_model, count_parameters
 
 TINY = (4, 8, 16)
 
@@ -253,7 +253,7 @@ def test_folded_two_plus_one_computes_the_reference_block(layout):
 def test_pointwise_equals_the_1x1x1_convolution():
     conv = nn.Conv3d(6, 3, kernel_size=1)
     x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
-    from seglib.blocks import pointwise
+    from seglib.nn.blocks import pointwise
 
     y = pointwise(conv, x)
     torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from seglib.config import STUDIES
-from seglib.site.crossref import split_cell_options
+from seglib.report.crossref import split_cell_options
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "f1", "lesion_f1")
@@ -190,7 +190,7 @@ def test_brain_notebook_runs_a_one_configuration_grid(tmp_path, monkeypatch):
     """A researcher's own grid (here the real-data profile's single U-Net) still gives every table and
     figure; those that compare configurations the grid lacks say so instead of failing."""
     from seglib.config import load
-    from seglib.execute import paths, run_notebook
+    from seglib.report.notebooks import paths, run_notebook
 
     monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path / "build"))
     cfg = load("brain", REPO / "params" / "brain" / "smoke.yaml", ["grid=[{loss.name: [dice]}]"])

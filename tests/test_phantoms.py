@@ -12,7 +12,7 @@ import tifffile
 from scipy import ndimage
 
 from seglib.data import load_cases, with_masks
-from seglib.data.phantom_shapes import irregular_blob, smooth_noise
+from seglib.data.phantoms.shapes import irregular_blob, smooth_noise
 from seglib.data.phantoms import MANIFEST, write_dataset
 
 

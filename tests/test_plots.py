@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgb, to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from seglib import plots  # noqa: E402
-from seglib.plots_images import lesion_centre  # noqa: E402
+from seglib.plots.images import lesion_centre  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from seglib import report
-from seglib.site import crossref, pages
-from seglib.site.fallback import MARKER, markdown_notebook, render_page
+from seglib.report import render as report
+from seglib.report import crossref, pages
+from seglib.report.fallback import MARKER, markdown_notebook, render_page
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,7 +277,7 @@ def test_render_site_argument_errors(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not report.find_chromium(), reason="Chromium is not installed")
 def test_print_pdf_with_chromium(site, tmp_path):
-    from seglib.site.pdf import print_pdf
+    from seglib.report.pdf import print_pdf
 
     pdfs = print_pdf([site["index"]], tmp_path / "pdf")
     assert [p.name for p in pdfs] == ["index.pdf"]
@@ -300,7 +300,7 @@ def test_quarto_yml_is_a_non_executing_website_with_the_right_pages():
 
 
 def test_stage_site_copies_notebooks_and_drops_missing_pages(tmp_path):
-    from seglib.site.quarto import stage_site
+    from seglib.report.quarto import stage_site
 
     executed = make_executed_dir(tmp_path, studies=("stroke", "brain"))
     src = stage_site(executed, tmp_path / "site_src", quarto_config=REPO / "_quarto.yml")

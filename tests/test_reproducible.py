@@ -27,11 +27,11 @@ WORKER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from seglib.config import load
-    from seglib.execute import paths
+    from seglib.report.notebooks import paths
     from seglib.runs import RunCache, RunSpec, execute, expand_grid
     from seglib.studies.collect import run_grid
     from seglib.studies.pipeline import prepare, study_module, train_cell
-    import seglib.train_state as ts
+    import seglib.train.state as ts
     from functools import partial
 
     mode, root = sys.argv[1], Path(sys.argv[2])
@@ -56,7 +56,7 @@ WORKER = textwrap.dedent("""
                 raise RuntimeError("power cut")
             return real(*a, **k)
         ts.save_checkpoints = dying
-        import seglib.train as tr; tr.save_checkpoints = dying
+        import seglib.train.loop as tr; tr.save_checkpoints = dying
         try:
             execute([spec(2)], fn, cache, progress=False)
         except RuntimeError as e:
@@ -139,7 +139,7 @@ CHECK = textwrap.dedent("""
     import json
     from pathlib import Path
     from seglib.config import load
-    from seglib.execute import paths, stamp
+    from seglib.report.notebooks import paths, stamp
     from seglib.fingerprint import code_fingerprint
     from seglib.studies.collect import run_grid
     from seglib.studies.pipeline import prepare
@@ -175,17 +175,17 @@ def test_code_changes_retrain_or_re_execute_as_they_should(tmp_path):
     first = check()
     assert first["trained"] == 1
     # a comment and a docstring in the training code: same fingerprints, nothing to do
-    edit("losses.py", '"""', '"""A docstring, reworded. ', )
-    edit("losses.py", "\nimport", "\n# a comment\nimport")
+    edit("nn/losses.py", '"""', '"""A docstring, reworded. ', )
+    edit("nn/losses.py", "\nimport", "\n# a comment\nimport")
     again = check()
     assert again == {**first, "trained": 0}
     # a table function: the notebook's stamp changes, the runs stay cached
-    edit("studies/tables.py", "def summary(", "_NEW = 1\n\n\ndef summary(")
+    edit("eval/tables.py", "def summary(", "_NEW = 1\n\n\ndef summary(")
     table = check()
     assert table["trained"] == 0 and table["train"] == first["train"]
     assert table["stamp"]["library_fingerprint"] != first["stamp"]["library_fingerprint"]
     # the code of a loss: a new training fingerprint, the run is trained again
-    edit("losses.py", "\nimport", "\n_CHANGED = 2\nimport")
+    edit("nn/losses.py", "\nimport", "\n_CHANGED = 2\nimport")
     loss = check()
     assert loss["trained"] == 1 and loss["train"] != first["train"]
     assert loss["stamp"]["library_fingerprint"] != table["stamp"]["library_fingerprint"]
@@ -194,7 +194,7 @@ def test_code_changes_retrain_or_re_execute_as_they_should(tmp_path):
 def test_moving_the_dataset_keeps_every_cached_run(tmp_path, monkeypatch):
     """The data is identified by its content: the same cases under another folder name hit the cache."""
     from seglib.config import load
-    from seglib.execute import paths
+    from seglib.report.notebooks import paths
     from seglib.studies.collect import run_grid
     from seglib.studies.pipeline import prepare
 

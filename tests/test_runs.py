@@ -1,4 +1,4 @@
-"""Tests of seglib.runs (run cache, execute) and seglib.grid (grid expansion, labels)."""
+"""Tests of seglib.runs (run cache, execute) and seglib.runs.grid (grid expansion, labels)."""
 
 from __future__ import annotations
 

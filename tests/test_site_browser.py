@@ -35,8 +35,8 @@ from urllib.parse import urldefrag, urljoin, urlparse
 import nbformat
 import pytest
 
-from seglib.report import render_site
-from seglib.site.crossref import split_cell_options
+from seglib.report.render import render_site
+from seglib.report.crossref import split_cell_options
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from seglib.stats import (
+from seglib.eval.stats import (
     bootstrap_ci,
     compare_to_baseline,
     format_mean_ci,

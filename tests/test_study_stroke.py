@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from seglib.config import resolve
-from seglib.execute import Paths
-from seglib.losses import build_loss
-from seglib.models import build_model
+from seglib.report.notebooks import Paths
+from seglib.nn.losses import build_loss
+from seglib.nn.unet import build_model
 from seglib.studies import stroke
 from seglib.studies.collect import GridResults
 from seglib.studies.pipeline import prepare

@@ -16,8 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import seglib.train as T
-import seglib.train_utils as U
+import seglib.train.loop as T
+import seglib.train.device as U
+import seglib.train.rng as R
+from seglib.io import atomic_torch_save
 from seglib.train import History, PooledDice, TrainSettings, fit, make_loader, predict_batches
 from toydata import one_thread, squares  # noqa: F401 - one_thread is an autouse fixture
 
@@ -328,21 +330,21 @@ def test_make_loader_orders_by_generator_and_weights():
     order = lambda ld: torch.cat([b[0] for b in ld]).tolist()  # noqa: E731
     a, b = make_loader(ds, 3, True, seed=4), make_loader(ds, 3, True, seed=4)
     assert order(a) == order(b) and sorted(order(a)) == list(range(10))
-    U.reseed_loader(a, 1, 2), U.reseed_loader(b, 1, 2)
+    R.reseed_loader(a, 1, 2), R.reseed_loader(b, 1, 2)
     assert order(a) == order(b)
     assert order(make_loader(ds, 3, False, seed=4)) == list(range(10))
     w = make_loader(ds, 5, True, seed=0, weights=[0] * 9 + [1])  # all weight on the last item
     assert order(w) == [9.0] * 10
-    assert make_loader(ds, 2, True, 0, num_workers=2).worker_init_fn is U.seed_worker
+    assert make_loader(ds, 2, True, 0, num_workers=2).worker_init_fn is R.seed_worker
     with pytest.raises(ValueError, match="weights must be one per dataset item"):
         make_loader(ds, 2, True, 0, weights=[1, 2])
 
 
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):
-    state = U.get_rng_state()
-    U.atomic_torch_save(state, tmp_path / "rng.pt")
+    state = R.get_rng_state()
+    atomic_torch_save(state, tmp_path / "rng.pt")
     draws = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
-    U.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    R.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert torch.equal(draws[0], torch.rand(3)) and np.array_equal(draws[1], np.random.rand(3))
     assert draws[2] == [random.random() for _ in range(3)]
 

@@ -4,8 +4,8 @@
 >>> trainable = with_masks(cases)                                 # doctest: +SKIP
 
 Readers (a plain registry, ``READERS``): ``isles22`` and ``atlas2`` (BIDS, see
-``seglib.data.isles``), ``prostatex`` (``seglib.data.prostatex``) and ``lgg``
-(``seglib.data.lgg``). Importing this package reads nothing.
+``seglib.data.readers.isles``), ``prostatex`` (``seglib.data.readers.prostatex``) and ``lgg``
+(``seglib.data.readers.lgg``). Importing this package reads nothing.
 """
 
 from __future__ import annotations
@@ -21,25 +21,25 @@ log = logging.getLogger(__name__)
 
 
 def _isles22(root, channels=None, ids=None):
-    from seglib.data.isles import read_isles22
+    from seglib.data.readers.isles import read_isles22
 
     return read_isles22(root, channels, ids)
 
 
 def _atlas2(root, channels=None, ids=None):
-    from seglib.data.isles import read_atlas2
+    from seglib.data.readers.isles import read_atlas2
 
     return read_atlas2(root, channels, ids)
 
 
 def _prostatex(root, channels=None, ids=None):
-    from seglib.data.prostatex import read_prostatex
+    from seglib.data.readers.prostatex import read_prostatex
 
     return read_prostatex(root, channels, ids)
 
 
 def _lgg(root, channels=None, ids=None):
-    from seglib.data.lgg import read_lgg
+    from seglib.data.readers.lgg import read_lgg
 
     return read_lgg(root, channels, ids)
 

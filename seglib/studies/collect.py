@@ -37,7 +37,14 @@ class GridResults:
 def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool = False,
              progress: bool = True) -> GridResults:
     """Expand the grid into runs, train what the cache lacks, and collect every run's results."""
-    from seglib.runs import RunCache, RunSpec, cell_label, execute, expand_grid, grid_axes
+    from seglib.runs import (
+        RunCache,
+        RunSpec,
+        cell_label,
+        execute,
+        expand_grid,
+        grid_axes,
+    )
 
     base = cfg.run_base()
     base["train"]["seed"] = 0
@@ -113,7 +120,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
     from importlib import metadata
 
     import seglib
-    from seglib.runs import _git_commit
+    from seglib.runs.cache import git_commit
 
     out_dir = Path(out_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
@@ -129,7 +136,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
     runs = grid.provenance() if grid is not None else []
     result = {
         "study": cfg.study, "title": title, "profile": cfg.profile, "data": prepared.source,
-        "synthetic": prepared.synthetic, "seglib_version": seglib.__version__, "git_commit": _git_commit(),
+        "synthetic": prepared.synthetic, "seglib_version": seglib.__version__, "git_commit": git_commit(),
         "claims": claims, "headline": headline, "tables": sorted(tables),
         "provenance": {"parameters": as_dict(cfg), "config_hash": cfg.hash, "packages": packages,
                        "device": runs[0]["device"] if runs else None, "runs": [

@@ -17,16 +17,12 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from seglib.config import DataConfig, StudyConfig, as_dict
-from seglib.paths import Paths
+from seglib.config import DataConfig, StudyConfig
 from seglib.hashing import stable_hash
+from seglib.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +120,7 @@ def train_settings(cell: dict):
 
 
 def build_cell_model(cell: dict, in_channels: int):
-    from seglib.models import build_model
+    from seglib.nn.unet import build_model
 
     m = cell["model"]
     params = {"spatial_dims": m["spatial_dims"], "in_channels": in_channels, "out_channels": 1,
@@ -135,7 +131,7 @@ def build_cell_model(cell: dict, in_channels: int):
 
 
 def build_cell_loss(cell: dict):
-    from seglib.losses import build_loss, loss_parameters
+    from seglib.nn.losses import build_loss, loss_parameters
 
     spec = cell["loss"]
     name = spec["name"]
@@ -146,10 +142,11 @@ def build_cell_loss(cell: dict):
 
 def train_cell(spec, run_dir: Path, *, module, prepared: Prepared, progress: bool = True):
     """One grid cell: preprocess (cached), train with checkpoints in ``run_dir``, evaluate per case."""
-    from seglib.models import count_parameters
+    from seglib.nn.unet import count_parameters
     from seglib.runs import RunOutputs
     from seglib.train import fit, make_loader
-    from seglib.train_utils import cpu_threads, seed_all
+    from seglib.train.device import cpu_threads
+    from seglib.train.rng import seed_all
 
     cell = spec.config
     seed = cell["train"]["seed"]

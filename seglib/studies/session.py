@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig
-from seglib.execute import Paths, paths as find_paths
+from seglib.paths import Paths, paths as find_paths
 from seglib.studies.collect import GridResults, run_grid, write_outputs
 from seglib.studies.pipeline import Prepared, prepare
 

@@ -14,7 +14,7 @@ import torch
 
 from seglib.data.sampling import slice_weights
 from seglib.data.transforms import SliceDataset, build_augmentation
-from seglib.metrics import largest_connected_component, volume_metrics
+from seglib.eval.metrics import largest_connected_component, volume_metrics
 
 
 def split_arrays(slices: dict, train_ids, val_ids) -> dict:

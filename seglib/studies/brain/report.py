@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from seglib.stats import paired_test, test_claim
-from seglib.studies.tables import results_table
+from seglib.eval.stats import paired_test, test_claim
+from seglib.eval.tables import results_table
 
 METRICS = ["dice", "precision", "recall", "hd95"]
 LOSS_NAMES = {"dice": "Dice", "bce": "BCE", "log_cosh_dice": "log-cosh Dice", "shape_aware": "shape-aware"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from seglib.stats import paired_test
-from seglib.studies.tables import pooled_vs_per_case, results_table, summary
+from seglib.eval.stats import paired_test
+from seglib.eval.tables import pooled_vs_per_case, results_table, summary
 
 METRICS = ["dice", "precision", "recall", "f1"]
 BASELINE = "BCE"

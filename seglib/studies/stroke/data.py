@@ -9,7 +9,7 @@ The four functions the runner (:mod:`seglib.studies.pipeline`) calls:
   rejection sampler / the lesion-aware sampler (:class:`seglib.data.sampling.PatchDataset`);
 * :func:`evaluate`: one prediction per held-out volume (whole volume, or MONAI's
   ``sliding_window_inference`` with the patch as window when trained on patches), the metrics of
-  :func:`seglib.metrics.case_metrics` in millimetres of the original grid, and the loss of each
+  :func:`seglib.eval.metrics.case_metrics` in millimetres of the original grid, and the loss of each
   volume alone;
 * :func:`in_channels`.
 
@@ -123,7 +123,7 @@ def datasets(arrays: dict[str, np.ndarray], cell: dict):
 
 @torch.no_grad()
 def _predict(model, image: np.ndarray, device, precision: str, patch: int | None) -> torch.Tensor:
-    from seglib.train_utils import autocast
+    from seglib.train.device import autocast
 
     x = torch.as_tensor(image[None], dtype=torch.float32, device=device)
     with autocast(device, precision):
@@ -141,12 +141,12 @@ def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, 
     """Per-case metrics and loss of the held-out volumes, and the best and worst case's volumes.
 
     The prediction is ``sigmoid(logits) >= train.threshold``; metrics are
-    :func:`seglib.metrics.case_metrics` with ``val_spacing`` (so ``volume_diff`` is in ml).
+    :func:`seglib.eval.metrics.case_metrics` with ``val_spacing`` (so ``volume_diff`` is in ml).
     ``case_loss`` repeats ``loss`` under a name no grid axis can take.
     Returns ``(DataFrame[case_id, dice, …, loss, case_loss], {"<case>/image" (first channel, float16),
     "<case>/truth", "<case>/pred" (uint8), "<case>/spacing" (mm)})`` for the best and the worst case by Dice.
     """
-    from seglib.metrics import case_metrics
+    from seglib.eval.metrics import case_metrics
 
     d = cell["data"]
     patch = None if d["sampler"] == "none" else int(d["patch_size"] or max(4, int(d["size"]) // 2))

@@ -33,7 +33,7 @@ MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "p
 
 def _measure_fresh(args: dict) -> dict:
     """Run :func:`~seglib.studies.stroke.step.measure_step` in a new interpreter and read its JSON line back."""
-    code = ("import json, sys; import torch; import seglib.models, seglib.train_utils; "
+    code = ("import json, sys; import torch; import seglib.nn.unet, seglib.train.device; "
             "from seglib.studies.stroke.step import measure_step; "
             "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
@@ -57,7 +57,7 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     ``fresh_process`` (default: on for CPU) measures each configuration in its own interpreter.
     Returns one row per configuration with :data:`MEMORY_COLUMNS`; cached as CSV in ``cache_dir``.
     """
-    from seglib.train_utils import resolve_device, resolve_precision
+    from seglib.train.device import resolve_device, resolve_precision
 
     import torch
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from seglib.stats import mean_ci, test_claim
+from seglib.eval.stats import mean_ci, test_claim
 from seglib.studies.collect import config_order
-from seglib.studies.tables import results_table
+from seglib.eval.tables import results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")
 LOSS_NAMES = {"dice_bce": "DiceBCE", "gdl_ce": "GDL+CE (corrected)", "gdl_ce_as_published": "GDL+CE as published"}

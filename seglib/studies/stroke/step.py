@@ -55,7 +55,7 @@ class PeakRSS:
 
 
 def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """DiceBCE as :class:`seglib.losses.DiceBCELoss` (soft Dice over the batch, smooth 1, + BCE),
+    """DiceBCE as :class:`seglib.nn.losses.DiceBCELoss` (soft Dice over the batch, smooth 1, + BCE),
     restated here so the measuring process does not import MONAI."""
     p = torch.sigmoid(logits)
     dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
@@ -66,8 +66,9 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
                  device: str, precision: str) -> dict:
     """``steps`` timed training steps (forward, backward, SGD) after one warm-up step, in
     ``channels_last_3d``; peak memory since just before the model was built."""
-    from seglib.models import build_model, count_parameters
-    from seglib.train_utils import fixed_batch_step, resolve_device, resolve_precision
+    from seglib.nn.unet import build_model, count_parameters
+    from seglib.train.device import resolve_device, resolve_precision
+    from seglib.train.steps import fixed_batch_step
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

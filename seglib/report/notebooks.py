@@ -87,7 +87,7 @@ def is_up_to_date(cfg: StudyConfig, p: Paths) -> bool:
 
 def notebook_lock(p: Paths, study: str):
     """The lock that one process at a time holds while it executes ``study``'s notebook."""
-    from seglib.locks import FileLock
+    from seglib.runs.locks import FileLock
 
     return FileLock(p.executed / f".{study}.lock")
 

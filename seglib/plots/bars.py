@@ -1,105 +1,36 @@
-"""Every figure of the three study notebooks, in one house style (see :mod:`seglib.plots_style`).
-
-Each function takes plain DataFrames / arrays, skips NaN values, returns a
-:class:`matplotlib.figure.Figure` (never shown, never titled: captions come from the notebook)
-and is saved with :func:`save` (PNG, 100 dpi). Input tables (from the run cache):
-
-- ``history``: one row per (run, epoch): ``config``, ``seed``, ``epoch`` (1-based), ``train_loss``,
-  ``val_loss``, ``val_dice`` (any may be absent);
-- ``cases``: one row per (run, case): ``config``, ``seed``, ``case_id`` and per-case metrics;
-- ``summary``: one row per config: ``config`` and ``<metric>_mean``, ``_low``, ``_high`` (95 % CI).
-
-Image figures live in :mod:`seglib.plots_images`, benchmark figures in :mod:`seglib.plots_bench`;
-both are re-exported here. Written by hand on matplotlib (no library draws these layouts).
+"""Figures of values per configuration or per case: bars with CIs, per-case distributions, per-volume
+bars, paired scatter plots.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from seglib.plots_bench import memory_time, sampler_figure
-from seglib.plots_images import contour_grid, multi_contours, overlay_planes, overlay_rows
-from seglib.plots_style import (GREY, LOWER_IS_BETTER, METRIC_LABELS, PALETTE, SEED_MARKERS, label,
-                                new_figure, note_figure, ordered, outside_legend, palette, require_columns, save,
-                                style, styled)
-from seglib.registry import look_up, suggest
+from seglib.plots.style import (
+    GREY,
+    LOWER_IS_BETTER,
+    PALETTE,
+    SEED_MARKERS,
+    label,
+    new_figure,
+    note_figure,
+    ordered,
+    outside_legend,
+    palette,
+    require_columns,
+    styled,
+)
+from seglib.registry import look_up
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "METRIC_LABELS", "PALETTE", "alpha_colors", "contour_grid", "memory_time", "metric_bars",
-    "multi_contours", "overlay_planes", "overlay_rows", "paired_scatter", "per_case_distribution",
-    "per_volume_bars", "sampler_figure", "save", "style", "tradeoff_vs_alpha", "training_curves",
-]
-
-DARK_RED = "#67000D"  # α = β = 0.5 (Dice) in B3, after the seed's Fig. 3
 _HATCHES = ("", "///", "...", "xxx", "\\\\\\", "ooo")
-
-
-def _band(group, band: str):
-    """Lower/upper band of a per-epoch groupby over seeds: min–max or a t-based 95 % CI."""
-    if band == "minmax":
-        return group.min().to_numpy(float), group.max().to_numpy(float)
-    from scipy import stats as sstats  # noqa: PLC0415 (scipy.stats is slow to import; only the CI needs it)
-
-    mean, sd, n = group.mean().to_numpy(float), group.std().to_numpy(float), group.count().to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = sstats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
-    return mean - half, mean + half
-
-
-@styled
-def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_loss"),
-                    hue: str = "config", facet: str | None = None, band: str | None = "minmax",
-                    colors: Mapping | None = None):
-    """Mean over seeds per epoch with a shaded band; one panel per metric, one row per ``facet`` value.
-
-    ``band``: ``"minmax"`` (range over seeds), ``"ci"`` (t-based 95 % CI of the mean) or ``None``.
-    Metrics absent from ``history`` (or all NaN) are skipped with a log message (A3, B2, C3).
-    """
-    require_columns(history, ["epoch", hue] + ([facet] if facet else []), "training_curves")
-    if band is not None:
-        look_up(band, {"minmax": 1, "ci": 1}, "band")
-    present = [m for m in metrics if m in history.columns and history[m].notna().any()]
-    if len(present) < len(metrics):
-        logger.info("training_curves: no data for %s; panel(s) skipped", sorted(set(metrics) - set(present)))
-    if not present:
-        raise ValueError(f"training_curves: none of {list(metrics)} has values; columns: {list(history.columns)}.")
-    rows = ordered(history[facet], None) if facet else [None]
-    hues = ordered(history[hue], None)
-    cmap = palette(hues, colors)
-    fig, axes = new_figure(len(rows), len(present), width=3.4 * len(present) + 1.8,
-                           height=2.7 * len(rows), sharex=True)
-    for r, value in enumerate(rows):
-        sub = history if value is None else history[history[facet] == value]
-        for c, metric in enumerate(present):
-            ax = axes[r, c]
-            for h in hues:
-                d = sub.loc[sub[hue] == h, ["epoch", metric]].dropna()
-                if d.empty:
-                    continue
-                g = d.groupby("epoch")[metric]
-                x = np.asarray(sorted(d["epoch"].unique()), float)
-                ax.plot(x, g.mean().to_numpy(float), color=cmap[h], label=str(h))
-                if band is not None and g.count().max() > 1:
-                    lo, hi = _band(g, band)
-                    ax.fill_between(x, lo, hi, color=cmap[h], alpha=0.18, linewidth=0)
-            ax.set_ylabel(label(metric))
-            if r == len(rows) - 1:
-                ax.set_xlabel("epoch")
-            if value is not None:
-                ax.set_title(f"{facet} = {value}")
-    handles = [Line2D([], [], color=cmap[h]) for h in hues]
-    outside_legend(fig, handles, [str(h) for h in hues], title=hue)
-    return fig
 
 
 def _config_ticks(ax, configs) -> None:
@@ -179,123 +110,6 @@ def metric_bars(summary: pd.DataFrame, metrics: Sequence[str] = ("dice", "f1"), 
     else:
         handles = [Patch(facecolor=mcol[m], edgecolor="#333333") for m in metrics]
     outside_legend(fig, handles, [m.replace("_", " ") for m in metrics])
-    return fig
-
-
-def alpha_colors(configs_alpha: Mapping[str, float | None], cmap: str = "Reds",
-                 special: str = DARK_RED, none_color: str = GREY) -> dict[str, str]:
-    """B3's colour rule: config → hex colour, lighter for higher Tversky α.
-
-    α is mapped linearly onto ``cmap`` from position 0.78 (lowest α, dark) to 0.22 (highest,
-    light); α = β = 0.5 (Dice) gets ``special`` (dark red); α ``None``/NaN (BCE) gets grey.
-    """
-    import matplotlib as mpl  # noqa: PLC0415
-
-    if not isinstance(configs_alpha, Mapping):
-        raise TypeError(f"alpha_colors expects a mapping config -> alpha, got {type(configs_alpha).__name__}.")
-    clean: dict[str, float | None] = {}
-    for cfg, a in configs_alpha.items():
-        if a is None or (isinstance(a, float) and math.isnan(a)):
-            clean[cfg] = None
-            continue
-        if isinstance(a, bool) or not isinstance(a, (int, float, np.number)):
-            raise TypeError(f"alpha of {cfg!r} must be a number or None, got {a!r}.")
-        if not 0.0 <= float(a) <= 1.0:
-            raise ValueError(f"alpha of {cfg!r} must lie in [0, 1], got {a!r}.")
-        clean[cfg] = float(a)
-    levels = sorted({a for a in clean.values() if a is not None and not math.isclose(a, 0.5)})
-    cm = mpl.colormaps[cmap]
-    dark, light = 0.78, 0.22
-    out = {}
-    for cfg, a in clean.items():
-        if a is None:
-            out[cfg] = to_hex(none_color)
-        elif math.isclose(a, 0.5):
-            out[cfg] = to_hex(special)
-        else:
-            span = levels[-1] - levels[0]
-            t = 0.5 if span == 0 else (a - levels[0]) / span
-            out[cfg] = to_hex(cm(dark + t * (light - dark)))
-    return out
-
-
-def _baseline_values(summary: pd.DataFrame, baseline, alpha_col: str):
-    """The baseline's row (a Series) from a config name, a mapping/Series, or the one α-less row."""
-    if baseline is None:
-        rows = summary[summary[alpha_col].isna()]
-        if len(rows) == 1:
-            return rows.iloc[0], str(rows.iloc[0].get("config", "baseline"))
-        if len(rows) > 1:
-            logger.warning("tradeoff_vs_alpha: %d rows without alpha and no baseline named; none drawn", len(rows))
-        return None, None
-    if isinstance(baseline, str):
-        rows = summary[summary["config"] == baseline] if "config" in summary else summary.iloc[:0]
-        if rows.empty and not summary[alpha_col].isna().any():  # the grid has no baseline run: none drawn
-            logger.warning("tradeoff_vs_alpha: this grid has no baseline run %r; none drawn", baseline)
-            return None, None
-        if rows.empty:
-            options = summary["config"].astype(str).tolist() if "config" in summary else []
-            raise ValueError(f"Unknown baseline {baseline!r}.{suggest(baseline, options)} Options: {options}.")
-        return rows.iloc[0], baseline
-    if isinstance(baseline, (Mapping, pd.Series)):
-        s = pd.Series(baseline)
-        return s, str(s.get("config", "baseline"))
-    raise TypeError(f"baseline must be None, a config name or a mapping, got {type(baseline).__name__}.")
-
-
-@styled
-def tradeoff_vs_alpha(summary_with_alpha: pd.DataFrame, metrics: Sequence[str] = ("precision", "recall", "dice"),
-                      baseline=None, mark_alpha: float | None = 0.25, alpha_col: str = "alpha"):
-    """B6: metric mean against Tversky α with its 95 % CI band, one panel per metric.
-
-    The baseline (BCE) is a dashed horizontal line with its CI as a grey band; ``baseline`` is a
-    config name, a mapping ``{"dice_mean": ..., "dice_low": ...}``, or ``None`` (the single row whose
-    α is missing, if any). A dotted vertical line marks ``mark_alpha`` (the seed's hypothesis).
-    """
-    metrics = list(metrics)
-    if alpha_col not in summary_with_alpha or summary_with_alpha.empty:
-        return note_figure("Trade-off against Tversky α: this grid has no Tversky run with an α, so there is "
-                           "nothing to draw (add loss.name: [tversky] with loss.alpha values to the grid).")
-    require_columns(summary_with_alpha, [alpha_col] + [f"{m}_mean" for m in metrics], "tradeoff_vs_alpha")
-    df = summary_with_alpha.copy()
-    df[alpha_col] = pd.to_numeric(df[alpha_col], errors="coerce")
-    df = df[~np.isinf(df[alpha_col].to_numpy(float))]
-    base, base_name = _baseline_values(df, baseline, alpha_col)
-    curve = df[df[alpha_col].notna()].sort_values(alpha_col)
-    if curve.empty:
-        return note_figure("Trade-off against Tversky α: this grid has no Tversky run with an α, so there is "
-                           "nothing to draw (add loss.name: [tversky] with loss.alpha values to the grid).")
-    fig, axes = new_figure(1, len(metrics), width=3.0 * len(metrics) + 1.8, height=3.2, sharex=True)
-    color = PALETTE[3]
-    xs = curve[alpha_col].tolist() + ([mark_alpha] if mark_alpha is not None else [])
-    pad = max(0.05 * (max(xs) - min(xs)), 0.02)
-    for ax, metric in zip(axes[0], metrics):
-        d = curve[[alpha_col, f"{metric}_mean"]].join(curve.filter([f"{metric}_low", f"{metric}_high"]))
-        d = d[np.isfinite(d[f"{metric}_mean"].to_numpy(float))]
-        x, y = d[alpha_col].to_numpy(float), d[f"{metric}_mean"].to_numpy(float)
-        ax.plot(x, y, "o-", color=color, markersize=4)
-        if f"{metric}_low" in d and f"{metric}_high" in d:
-            ax.fill_between(x, d[f"{metric}_low"].to_numpy(float), d[f"{metric}_high"].to_numpy(float),
-                            color=color, alpha=0.2, linewidth=0)
-        if base is not None and np.isfinite(float(base.get(f"{metric}_mean", np.nan))):
-            ax.axhline(float(base[f"{metric}_mean"]), color=GREY, linestyle="--")
-            lo, hi = float(base.get(f"{metric}_low", np.nan)), float(base.get(f"{metric}_high", np.nan))
-            if np.isfinite(lo) and np.isfinite(hi):
-                ax.axhspan(lo, hi, color=GREY, alpha=0.15, linewidth=0)
-        if mark_alpha is not None:
-            ax.axvline(mark_alpha, color="black", linestyle=":", linewidth=1.2)
-        ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        ax.set_xlabel("Tversky α (FP weight)")
-        ax.set_ylabel(label(metric))
-    handles = [Line2D([], [], color=color, marker="o", markersize=4)]
-    names = ["Tversky, mean and 95 % CI"]
-    if base is not None:
-        handles.append(Line2D([], [], color=GREY, linestyle="--"))
-        names.append(f"baseline: {base_name}")
-    if mark_alpha is not None:
-        handles.append(Line2D([], [], color="black", linestyle=":"))
-        names.append(f"hypothesis α = {mark_alpha:g}")
-    outside_legend(fig, handles, names)
     return fig
 
 

@@ -1,4 +1,4 @@
-"""The losses MONAI lacks, written by hand (registered in :mod:`seglib.losses`).
+"""The losses MONAI lacks, written by hand (registered in :mod:`seglib.nn.losses`).
 
 - :class:`LogCoshDiceLoss`: log-cosh Dice (Jadon 2020).
 - :class:`ShapeAwareLoss`: study C's shape-aware loss (Hayder et al. 2017 as described
@@ -54,7 +54,7 @@ class LogCoshDiceLoss(nn.Module):
     """Log-cosh Dice loss (Jadon 2020, "A survey of loss functions for semantic segmentation").
 
     ``L = log(cosh(L_Dice))`` with ``L_Dice`` the soft Dice loss of
-    :class:`seglib.losses.DiceLoss` (MONAI ``DiceLoss`` on sigmoid, same ``batch`` and
+    :class:`seglib.nn.losses.DiceLoss` (MONAI ``DiceLoss`` on sigmoid, same ``batch`` and
     ``smooth``), applied to the reduced (scalar) Dice loss. Since ``L_Dice ∈ [0, 1]``,
     ``L ∈ [0, log cosh 1 ≈ 0.434]``, monotone in the Dice loss, with gradient
     ``tanh(L_Dice)·∇L_Dice`` (smaller near a perfect fit). Empty target: as the Dice
@@ -175,7 +175,7 @@ class GDLCEAsPublishedLoss(nn.Module):
     the zero is measured, not hard-coded.
 
     ``L = GDC + 0``. Empty target (whole batch): ``w_fg = 1/ε``, ``GDC`` stays in [0, 1].
-    Use :class:`seglib.losses.GDLCELoss` (``"gdl_ce"``) for the corrected loss.
+    Use :class:`seglib.nn.losses.GDLCELoss` (``"gdl_ce"``) for the corrected loss.
     """
 
     eps = 1e-6

@@ -1,4 +1,4 @@
-"""Building blocks of the U-Net in :mod:`seglib.models`.
+"""Building blocks of the U-Net in :mod:`seglib.nn.unet`.
 
 Everything here is a plain ``torch.nn`` module; none applies an activation to the
 network output. Shapes follow PyTorch: ``(N, C, *spatial)``; in 3D the spatial axes
@@ -59,7 +59,7 @@ class Conv2Plus1d(nn.Sequential):
     default (the cheap choice, fewer FLOPs and activations than the R(2+1)D
     parameter-matched width; see :func:`matched_mid_channels`).
 
-    ``z_first=True`` (set by :class:`seglib.models.UNet`, which moves Z to the front once at
+    ``z_first=True`` (set by :class:`seglib.nn.unet.UNet`, which moves Z to the front once at
     its input): the input is ``(N, C, Z, X, Y)`` and both convolutions run as 2D
     convolutions on views of a ``channels_last_3d`` tensor, without copies: the in-plane one
     on ``(N·Z, C, X, Y)`` and the through-plane one, kernel 3×1, on ``(N, C, Z, X·Y)``. The

@@ -3,8 +3,8 @@
 nbconvert's ``HTMLExporter`` renders each executed notebook (no execution) with the
 template ``seglib/templates/seglib_site`` (which extends JupyterLab's): a navbar to
 the index, the three studies and the provenance appendix; code input folded;
-figures and tables numbered and cross-referenced by :mod:`seglib.site.crossref`.
-The index and provenance pages are the Markdown of :mod:`seglib.site.pages` put in
+figures and tables numbered and cross-referenced by :mod:`seglib.report.crossref`.
+The index and provenance pages are the Markdown of :mod:`seglib.report.pages` put in
 a one-cell notebook and rendered by the same exporter, so every page shares the
 template. Images stay embedded (data URIs); the study folders of tables, figures
 and ``results.json`` are copied next to the pages.
@@ -26,7 +26,7 @@ from bs4 import BeautifulSoup
 from nbconvert import HTMLExporter
 
 import seglib
-from seglib.site import crossref, pages
+from seglib.report import crossref, pages
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class _NoAltWarning(logging.Filter):
         return "Alternative text is missing" not in record.getMessage()
 
 
-_NBCONVERT_LOG = logging.getLogger("seglib.site.nbconvert")
+_NBCONVERT_LOG = logging.getLogger("seglib.report.nbconvert")
 _NBCONVERT_LOG.addFilter(_NoAltWarning())
 
 

@@ -5,7 +5,7 @@ activation; the studies use ``C = 1``, the foreground logit) and a ``target`` of
 same shape with values in {0, 1}. MONAI's implementations are used wherever one exists
 (``DiceLoss``, ``DiceCELoss``, ``TverskyLoss``, ``GeneralizedDiceLoss``); the losses
 MONAI lacks (log-cosh Dice, shape-aware, study A's buggy GDL+CE) are in
-:mod:`seglib.losses_custom` and written by hand.
+:mod:`seglib.nn.custom_losses` and written by hand.
 
 Notation used in the docstrings: ``p = sigmoid(z)`` the foreground probability,
 ``t`` the target, sums ``Σ`` over the voxels of one sample (or of the whole batch when
@@ -21,7 +21,7 @@ from monai.losses import DiceLoss as MonaiDiceLoss
 from monai.losses import TverskyLoss as MonaiTverskyLoss
 from torch import nn
 
-from seglib.losses_custom import (
+from seglib.nn.custom_losses import (
     GDLCEAsPublishedLoss,
     LogCoshDiceLoss,
     ShapeAwareLoss,

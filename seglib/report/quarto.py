@@ -6,8 +6,8 @@ after its path inside the project, and the executed notebooks live in
 give ``_site/build/executed/stroke.html``. Staging gives a flat project::
 
     build/site_src/_quarto.yml      the repository's _quarto.yml (missing pages removed)
-    build/site_src/index.qmd        generated (seglib.site.pages.write_index)
-    build/site_src/provenance.qmd   generated (seglib.site.pages.write_provenance)
+    build/site_src/index.qmd        generated (seglib.report.pages.write_index)
+    build/site_src/provenance.qmd   generated (seglib.report.pages.write_provenance)
     build/site_src/<study>.ipynb    copied from build/executed/, outputs as papermill left them
     build/site_src/<study>/...      tables, figures, results.json (Quarto ``resources``)
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from seglib.site import pages
-from seglib.site.crossref import drop_stderr
-from seglib.site.fallback import ASSET_SUFFIXES, prepare_out_dir
+from seglib.report import pages
+from seglib.report.crossref import drop_stderr
+from seglib.report.fallback import ASSET_SUFFIXES, prepare_out_dir
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def stage_site(executed_dir, site_src, quarto_config=None) -> Path:
     for side in ("left", "right"):
         if side in navbar:
             navbar[side] = [e for e in navbar[side] if _page_exists(e, site_src)]
-    header = (f"# Staged by seglib.site.quarto.stage_site from {config_path}; "
+    header = (f"# Staged by seglib.report.quarto.stage_site from {config_path}; "
               f"pages without an executed notebook removed. Do not edit.\n")
     (site_src / "_quarto.yml").write_text(
         header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")

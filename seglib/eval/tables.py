@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from seglib.stats import compare_to_baseline, format_mean_ci, mean_ci
+from seglib.eval.stats import compare_to_baseline, format_mean_ci, mean_ci
 
 N_RESAMPLES = 2000  # bootstrap resamples (percentile method) behind every CI in the report
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seglib.blocks import (
+from seglib.nn.blocks import (
     CONV_MODES,
     MID_CHANNEL_MODES,
     PAD_MODES,
@@ -81,7 +81,7 @@ class UNet(nn.Module):
         conv: ``"3d"``: full kernels (3×3 in 2D, 3×3×3 in 3D); ``"2+1d"`` (3D only):
             each 3×3×3 conv becomes a 3×3×1 in-plane conv → BatchNorm → ReLU → 1×1×3
             through-plane conv over the **last** spatial axis (Z of ``(N, C, X, Y, Z)``),
-            see :class:`seglib.blocks.Conv2Plus1d`.
+            see :class:`seglib.nn.blocks.Conv2Plus1d`.
         mid_channels: width inside a (2+1)D pair: ``"out"`` (its output width) or
             ``"matched"`` (R(2+1)D parameter matching, Tran et al. 2018).
         pad_mode: how inputs whose size is not a multiple of ``2**(levels-1)`` are

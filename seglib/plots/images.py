@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from scipy import ndimage
 
-from seglib.plots_style import PRED_COLOR, TRUTH_COLOR, new_figure, outside_legend, palette, styled
+from seglib.plots.style import PRED_COLOR, TRUTH_COLOR, new_figure, outside_legend, palette, styled
 from seglib.registry import check_kwargs
 
 TRUTH_MULTI_COLOR = "#F0E442"  # B5: truth in yellow, dashed, over every model's contour

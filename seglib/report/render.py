@@ -7,9 +7,9 @@ and the reproduction scorecard), ``_site/<study>.html`` and ``_site/provenance.h
 
 - ``renderer="quarto"``: the site is staged in ``build/site_src`` with the repository's
   ``_quarto.yml`` and rendered by ``quarto render`` (HTML, and PDF through LaTeX),
-  see :mod:`seglib.site.quarto`.
+  see :mod:`seglib.report.quarto`.
 - ``renderer="fallback"``: nbconvert with seglib's one template, offline, no Node, no
-  LaTeX; PDF through headless Chromium when installed, see :mod:`seglib.site.fallback`.
+  LaTeX; PDF through headless Chromium when installed, see :mod:`seglib.report.fallback`.
 - ``renderer="auto"``: Quarto if ``quarto`` is on PATH, else the fallback.
 
 A study whose executed notebook is missing is listed on the index page as not built.
@@ -26,9 +26,9 @@ import shutil
 from pathlib import Path
 
 from seglib.registry import look_up
-from seglib.site import fallback, pages
-from seglib.site.pdf import find_chromium, print_pdf
-from seglib.site.quarto import run_quarto, stage_site
+from seglib.report import fallback, pages
+from seglib.report.pdf import find_chromium, print_pdf
+from seglib.report.quarto import run_quarto, stage_site
 
 logger = logging.getLogger(__name__)
 

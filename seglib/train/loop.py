@@ -5,7 +5,7 @@ bulk). What ``fit`` adds to a plain PyTorch loop, written by hand because neithe
 PyTorch nor MONAI has it in this form:
 
 * device ``auto`` (CUDA, MPS, CPU), mixed precision (``torch.autocast``; a
-  ``GradScaler`` for fp16), channels-last for 2D CNNs (see :mod:`seglib.train_utils`);
+  ``GradScaler`` for fp16), channels-last for 2D CNNs (see :mod:`seglib.train.device`);
 * Adam or SGD (momentum, weight decay), gradient clipping by global norm;
 * early stopping on a monitored value (``val_loss`` or ``val_<metric>``), the best
   weights kept in memory and written to ``best.pt``, the best epoch reported;
@@ -33,20 +33,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from seglib.train_state import TrainState, determinism, save_checkpoints, try_resume, update_early_stopping
-from seglib.train_types import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
-from seglib.train_utils import (
-    autocast,
-    channels_last_format,
-    make_loader,
-    peak_memory_mb,
-    reseed_loader,
-    reset_peak_memory,
-    resolve_channels_last,
-    resolve_device,
-    resolve_precision,
-    seed_all,
-)
+from seglib.train.state import TrainState, determinism, save_checkpoints, try_resume, update_early_stopping
+from seglib.train.settings import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
+from seglib.train.device import autocast, channels_last_format, peak_memory_mb, reset_peak_memory, resolve_channels_last, resolve_device, resolve_precision
+from seglib.train.rng import make_loader, reseed_loader, seed_all
 
 __all__ = [
     "TrainSettings", "History", "PooledDice", "fit", "train_one_epoch", "evaluate", "predict_batches",

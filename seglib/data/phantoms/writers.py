@@ -3,7 +3,7 @@
 ``write_dataset("isles22", root, n_cases)`` writes files that ``load_cases``
 reads exactly as it reads the real release, so the quick profile exercises the
 real readers. NIfTI files are written with nibabel, TIFF slices with tifffile;
-the anatomy comes from ``seglib.data.phantom_shapes``.
+the anatomy comes from ``seglib.data.phantoms.shapes``.
 
 Layouts written:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seglib.data import phantom_shapes as ps
+from seglib.data.phantoms import shapes as ps
 from seglib.hashing import stable_hash
 from seglib.registry import check_kwargs, look_up
 

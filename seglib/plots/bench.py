@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from seglib.plots_style import GREY, label, new_figure, ordered, outside_legend, palette, require_columns, styled
+from seglib.plots.style import GREY, label, new_figure, ordered, outside_legend, palette, require_columns, styled
 
 logger = logging.getLogger(__name__)
 

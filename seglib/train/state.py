@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from seglib.registry import suggest
-from seglib.train_types import History, TrainSettings
-from seglib.train_utils import atomic_torch_save, get_rng_state, set_rng_state
+from seglib.train.settings import History, TrainSettings
+from seglib.io import atomic_torch_save
+from seglib.train.rng import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 

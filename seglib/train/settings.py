@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from seglib.registry import look_up, suggest
-from seglib.train_utils import PRECISIONS
+from seglib.train.device import PRECISIONS
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),

@@ -1,0 +1,183 @@
+"""The parameters: frozen dataclasses, one per concern (data, model, loss, optim, train, each study's
+settings), with their ranges and the download help of each dataset."""
+
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from seglib.config.validate import (  # noqa: F401 - re-exported: the config's public API
+    ConfigError,
+    _check_range,
+    _coerce,
+    as_dict,
+    build_section,
+    deep_merge,
+    load_yaml,
+    parse_assignment,
+)
+from seglib.hashing import stable_hash
+
+STUDIES = ("stroke", "prostate", "brain")
+PROFILES = ("smoke", "quick", "full")
+LOSS_NAMES = (
+    "bce", "dice", "dice_bce", "tversky", "gdl_ce", "gdl_ce_as_published", "log_cosh_dice", "shape_aware",
+)
+
+
+def _rng(lo=None, hi=None, lo_open=False, hi_open=False):
+    return {"range": (lo, hi, lo_open, hi_open)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["isles22", "atlas2", "prostatex", "lgg"] = "isles22"
+    data_dir: Optional[str] = None  # None: synthetic phantoms written under build/phantoms
+    channels: Optional[tuple[str, ...]] = None  # None: the dataset's default channels
+    n_cases: int = field(default=20, metadata=_rng(2))  # phantoms only
+    phantom_shape: Optional[tuple[int, ...]] = None  # phantoms only; None: the generator's default
+    phantom_seed: int = field(default=0, metadata=_rng(0))
+    max_cases: Optional[int] = field(default=None, metadata=_rng(2))  # use only the first N cases of real data
+    size: int = field(default=64, metadata=_rng(4, 1024))  # resize target: N^3 (3D) or N x N (2D)
+    normalize: Literal["none", "zscore", "minmax", "buda"] = "none"
+    mask_interp: Literal["nearest", "linear_as_published"] = "nearest"
+    split: Literal["patient", "slice"] = "patient"
+    val_fraction: float = field(default=0.2, metadata=_rng(0, 1, True, True))
+    n_val: Optional[int] = field(default=None, metadata=_rng(1))
+    sampler: Literal["none", "rejection", "lesion_aware"] = "none"
+    patch_size: Optional[int] = field(default=None, metadata=_rng(4, 1024))
+    threshold: float = field(default=0.4, metadata=_rng(0, 1))
+    samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
+    slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["unet", "unetpp"] = "unet"
+    spatial_dims: Literal[2, 3] = 2
+    features: tuple[int, ...] = field(default=(32, 64, 128, 256, 512), metadata=_rng(1))  # widths per level
+    conv: Literal["3d", "2+1d"] = "3d"
+    upsample: Literal["transpose", "linear"] = "transpose"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal[LOSS_NAMES] = "dice"  # type: ignore[valid-type]
+    alpha: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false positives
+    beta: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false negatives (1 - alpha)
+    batch: bool = True  # soft Dice pooled over the batch, as the seeds' code did
+    smooth: float = field(default=1.0, metadata=_rng(0))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = field(default=1e-4, metadata=_rng(0, 10, True))
+    momentum: float = field(default=0.9, metadata=_rng(0, 1))
+    weight_decay: float = field(default=0.0, metadata=_rng(0))
+    grad_clip: Optional[float] = field(default=None, metadata=_rng(0, None, True))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=20, metadata=_rng(1, 10000))
+    batch_size: int = field(default=16, metadata=_rng(1, 4096))
+    patience: Optional[int] = field(default=None, metadata=_rng(1))
+    min_delta: float = field(default=0.0, metadata=_rng(0))
+    monitor: str = "val_dice"
+    mode: Literal["min", "max"] = "max"
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    threshold: float = field(default=0.5, metadata=_rng(0, 1, True, True))  # on the sigmoid output
+    # CPU threads a run trains and evaluates with: part of the run's key, since a CPU's floating-point
+    # sums (and so the trained bits) depend on how the work is split between threads
+    cpu_threads: int = field(default=1, metadata=_rng(1, 1024))
+
+
+@dataclass(frozen=True)
+class StrokeSettings:
+    memory_sizes: tuple[int, ...] = field(default=(32, 64, 128), metadata=_rng(4, 1024))  # A2: input sizes
+    memory_batch: int = field(default=2, metadata=_rng(1))
+    memory_features: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata=_rng(1))
+    memory_steps: int = field(default=2, metadata=_rng(1))
+    sampler_thresholds: tuple[float, ...] = field(default=(0.2, 0.4, 0.6), metadata=_rng(0, 1))
+    sampler_patches: int = field(default=20, metadata=_rng(1))
+    sampler_max_draws: int = field(default=2000, metadata=_rng(1))
+
+
+@dataclass(frozen=True)
+class ProstateSettings:
+    example_case: Optional[str] = None  # B5: None picks the held-out case with the largest gland
+    example_slice: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class BrainSettings:
+    largest_component: bool = False  # post-processing of the per-volume DSC (optional in Buda's code)
+    n_examples: int = field(default=4, metadata=_rng(1, 16))
+
+
+STUDY_SETTINGS = {"stroke": StrokeSettings, "prostate": ProstateSettings, "brain": BrainSettings}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: str
+    profile: str
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    optim: OptimConfig
+    train: TrainConfig
+    settings: Any  # StrokeSettings | ProstateSettings | BrainSettings
+    grid: tuple[dict, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    def to_dict(self) -> dict:
+        return as_dict(self)
+
+    def run_base(self) -> dict:
+        """The nested dict a grid expands: the sections that define one training run."""
+        d = as_dict(self)
+        return {k: d[k] for k in ("data", "model", "loss", "optim", "train")}
+
+
+SECTIONS = {
+    "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "train": TrainConfig,
+}
+TOP_KEYS = ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds")
+
+DOWNLOAD_HELP = {
+    "isles22": (
+        "ISLES'22: download the public training set (250 cases, CC BY-SA 4.0) from "
+        "https://isles22.grand-challenge.org/ (the challenge page links the zenodo archive) and unpack it; data_dir is the "
+        "folder holding sub-strokecaseNNNN/ses-0001/{dwi,anat}/ and derivatives/sub-strokecaseNNNN/ses-0001/*_msk.nii.gz"
+    ),
+    "atlas2": (
+        "ATLAS R2.0: request it at https://fcon_1000.projects.nitrc.org/indi/retro/atlas.html (decrypt the "
+        "archive with the key you are sent); data_dir is ATLAS_2/Training holding RNNN/sub-rNNNsMMM/ses-1/anat/ "
+        "with *_T1w.nii.gz and *_label-L_desc-T1lesion_mask.nii.gz"
+    ),
+    "prostatex": (
+        "PROSTATEx: T2 axial series from TCIA (https://www.cancerimagingarchive.net/collection/prostatex/) with "
+        "the Cuocolo et al. gland masks (https://github.com/rcuocolo/PROSTATEx_masks); data_dir is "
+        "Files/prostate holding Images/ProstateX-NNNN_t2_tse_tra_K.nii.gz and mask_prostate/ProstateX-NNNN.nii.gz"
+    ),
+    "lgg": (
+        "Kaggle LGG: download https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation "
+        "(kaggle datasets download -d mateuszbuda/lgg-mri-segmentation) and unzip; data_dir is the kaggle_3m "
+        "folder holding TCGA_<inst>_<id>_<date>/TCGA_..._<n>.tif and ..._<n>_mask.tif"
+    ),
+}
+
+def config_hash(cfg) -> str:
+    """Stable content hash of a resolved configuration (or of any nested dict)."""
+    return stable_hash(as_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
