@@ -2,6 +2,13 @@
 and the layered resolution of a study's configuration with every check (``resolve``). Only the standard
 library and PyYAML are imported, so validation is fast and happens before papermill starts a kernel."""
 
+from seglib.config.checks import *  # noqa: F401,F403
 from seglib.config.resolve import *  # noqa: F401,F403
 from seglib.config.schema import *  # noqa: F401,F403
-from seglib.config.validate import ConfigError, as_dict, build_section, deep_merge, parse_assignment  # noqa: F401
+from seglib.config.validate import (  # noqa: F401
+    ConfigError,
+    as_dict,
+    build_section,
+    deep_merge,
+    parse_assignment,
+)

@@ -18,20 +18,32 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import itertools
 import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
-from seglib.config.schema import *  # noqa: F401,F403
-from seglib.config.schema import _rng  # noqa: F401
-from seglib.config.validate import (  # noqa: F401 - re-exported: the config's public API
+from seglib.config.checks import (
+    _check_cell,
+    _check_consistency,
+    _check_grid,
+    _check_seeds,
+    _check_settings,
+    _check_swept_overrides,
+    _grid_cells,
+)
+from seglib.config.schema import (
+    PROFILES,
+    SECTIONS,
+    STUDIES,
+    STUDY_SETTINGS,
+    TOP_KEYS,
+    StudyConfig,
+)
+from seglib.config.validate import (
     ConfigError,
-    _check_range,
     _coerce,
-    as_dict,
     build_section,
     deep_merge,
     load_yaml,
@@ -122,17 +134,8 @@ def _check_top_keys(study: str, params: dict) -> None:
                               f"{{epochs: 3}} or -p train.epochs=3).")
 
 
-SEED_RANGE = (0, 2**32)  # numpy's and torch's seeds: 0 <= s < 2**32
 
 
-def _check_seeds(value) -> tuple[int, ...]:
-    seeds = _coerce(value, tuple[int, ...], "seeds")
-    if not seeds:
-        raise ConfigError("seeds = []: expected at least one seed.")
-    for i, s in enumerate(seeds):
-        if not SEED_RANGE[0] <= s < SEED_RANGE[1]:
-            raise ConfigError(f"seeds[{i}] = {s}: expected an integer in [0, 2**32) = [0, {SEED_RANGE[1]}).")
-    return seeds
 
 
 def check_partial(study: str, params: dict) -> None:
@@ -181,145 +184,20 @@ def _resolve(study: str, params: dict) -> StudyConfig:
     return cfg
 
 
-def _grid_cells(cfg: StudyConfig):
-    """(where, sections) of every configuration the grid makes (the base alone without a grid)."""
-    base = {name: getattr(cfg, name) for name in SECTIONS}
-    if not cfg.grid:
-        yield "", base
-        return
-    for i, block in enumerate(cfg.grid):
-        keys = list(block)
-        for combo in itertools.product(*block.values()):
-            cell = dict(base)
-            for dotted, value in zip(keys, combo):
-                sec, _, key = dotted.partition(".")
-                cell[sec] = dataclasses.replace(cell[sec], **{key: _coerce(value, _hint(sec, key), dotted)})
-            label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
-            yield f"grid[{i}] ({label}): ", cell
 
 
-def _hint(sec: str, key: str):
-    import typing
-
-    return typing.get_type_hints(SECTIONS[sec])[key]
 
 
-def monitor_options() -> tuple[str, ...]:
-    """What ``fit`` measures each epoch and may monitor: ``train_loss``, ``val_loss`` and ``val_<metric>``
-    for each key of the training metric (the default metric, :class:`seglib.train.settings.PooledDice`)."""
-    from seglib.train.settings import PooledDice
-
-    metric = PooledDice()
-    keys = metric.reduce([{"tp": 1.0, "fp": 0.0, "fn": 0.0}])
-    return ("train_loss", "val_loss", *(f"val_{k}" for k in keys))
 
 
-def check_device(name: str, where: str = "train.device") -> None:
-    """``auto`` and ``cpu`` always work; any other device must be well-formed and present on this machine."""
-    key = str(name).strip().lower()
-    if key in ("auto", "cpu"):
-        return
-    from seglib.train.device import resolve_device
-
-    try:
-        resolve_device(name)
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise ConfigError(f"{where} = {name!r}: {e}") from None
 
 
-def _check_cell(study: str, cell: dict) -> None:
-    """Checks of one configuration (the base, or one cell of the grid) that need more than one key."""
-    d, m, t = cell["data"], cell["model"], cell["train"]
-    if d.patch_size is not None and d.patch_size > d.size:
-        raise ConfigError(f"data.patch_size = {d.patch_size}: cannot be larger than data.size = {d.size}.")
-    if m.name == "unetpp" and len(m.features) != 5:
-        raise ConfigError(f"model.features = {list(m.features)}: model 'unetpp' (MONAI BasicUNetPlusPlus) needs "
-                          f"exactly 5 widths, one per level.")
-    if len(m.features) < 2:
-        raise ConfigError(f"model.features = {list(m.features)}: expected at least 2 positive widths (one per "
-                          f"level, e.g. [8, 16, 32, 64]).")
-    if d.channels is not None:
-        from seglib.data import CHANNELS
-
-        offered = CHANNELS[d.dataset]
-        if not d.channels:
-            raise ConfigError(f"data.channels = []: expected at least one of {d.dataset}'s channels: "
-                              f"{', '.join(offered)} (or null for the default).")
-        for c in d.channels:
-            if c.lower() not in offered:
-                raise ConfigError(f"data.channels = {list(d.channels)}: dataset {d.dataset!r} has no channel "
-                                  f"{c!r}.{suggest(c.lower(), offered)} Its channels: {', '.join(offered)}.")
-        if len({c.lower() for c in d.channels}) != len(d.channels):
-            raise ConfigError(f"data.channels = {list(d.channels)}: a channel is listed twice.")
-    options = monitor_options()
-    if t.monitor not in options:
-        raise ConfigError(f"train.monitor = {t.monitor!r}: training does not measure it.{suggest(t.monitor, options)} "
-                          f"Measured each epoch: {', '.join(options)}.")
-    check_device(t.device)
 
 
-def _check_settings(cfg: StudyConfig) -> None:
-    s = cfg.settings
-    if isinstance(s, StrokeSettings):
-        if len(s.memory_features) < 2:
-            raise ConfigError(f"settings.memory_features = {list(s.memory_features)}: expected at least 2 "
-                              f"positive widths (one per level).")
-        if not s.memory_sizes:
-            raise ConfigError("settings.memory_sizes = []: expected at least one input size.")
-        if not s.sampler_thresholds:
-            raise ConfigError("settings.sampler_thresholds = []: expected at least one threshold.")
 
 
-def _check_grid(grid, sections) -> tuple[dict, ...]:
-    """Each grid block maps dotted keys to value lists; every value is validated like the key itself."""
-    if isinstance(grid, dict):
-        grid = [grid]
-    if not isinstance(grid, list):
-        raise ConfigError(f"grid = {grid!r}: expected a list of mappings from 'section.key' to a list of values.")
-    out = []
-    for i, block in enumerate(grid):
-        if not isinstance(block, dict):
-            raise ConfigError(f"grid[{i}] = {block!r}: expected a mapping from 'section.key' to a list of values.")
-        clean = {}
-        for dotted, values in block.items():
-            where = f"grid[{i}].{dotted}"
-            sec, _, key = str(dotted).partition(".")
-            if sec not in SECTIONS:
-                raise ConfigError(f"{where}: unknown section {sec!r}.{suggest(sec, SECTIONS)} "
-                                  f"Grid keys look like 'loss.name'; sections: {', '.join(SECTIONS)}.")
-            cls = SECTIONS[sec]
-            names = [f.name for f in dataclasses.fields(cls)]
-            if key not in names:
-                raise ConfigError(f"{where}: unknown key '{sec}.{key}'.{suggest(key, names)} "
-                                  f"Allowed keys in '{sec}': {', '.join(sorted(names))}.")
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where} = {values!r}: expected a non-empty list of values.")
-            checked = []
-            for v in values:
-                section = build_section(cls, {key: v}, where.rsplit(".", 1)[0])
-                checked.append(as_dict(getattr(section, key)))
-            clean[str(dotted)] = checked
-        out.append(clean)
-    return tuple(out)
 
 
-def _check_consistency(cfg: StudyConfig) -> None:
-    d = cfg.data
-    if cfg.profile == "full" and not d.data_dir:
-        raise ConfigError(
-            f"profile 'full' of study '{cfg.study}' needs data.data_dir, the root of the real dataset, and none was "
-            f"given. {DOWNLOAD_HELP[d.dataset]}. Then run: seglib run {cfg.study} --params params/{cfg.study}/full.yaml "
-            f"--data-dir /path/to/it")
-    if d.data_dir and not Path(d.data_dir).expanduser().exists():
-        raise ConfigError(f"data.data_dir = {d.data_dir!r}: no such folder. {DOWNLOAD_HELP[d.dataset]}.")
-    expected = {"stroke": ("isles22", "atlas2"), "prostate": ("prostatex",), "brain": ("lgg",)}[cfg.study]
-    if d.dataset not in expected:
-        raise ConfigError(f"data.dataset = {d.dataset!r}: study '{cfg.study}' reads {' or '.join(expected)}.")
-    dims = 3 if cfg.study == "stroke" else 2
-    if cfg.model.spatial_dims != dims:
-        raise ConfigError(f"model.spatial_dims = {cfg.model.spatial_dims}: study '{cfg.study}' is {dims}D.")
-    if cfg.loss.alpha is not None and cfg.loss.beta is not None and cfg.loss.alpha + cfg.loss.beta <= 0:
-        raise ConfigError("loss.alpha + loss.beta must be positive.")
 
 
 def load(study: str, params_file=None, overrides: list[str] | dict | None = None,
@@ -378,43 +256,10 @@ def _blame_override(study, params_file, assigned, data_dir, error: ConfigError) 
     return error
 
 
-def _dotted(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict) and k in (*SECTIONS, "settings"):
-            out.extend(_dotted(v, f"{k}."))
-        elif prefix:
-            out.append(prefix + str(k))
-    return out
 
 
-def _yaml_value(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return "null" if v is None else str(v)
 
 
-def _check_swept_overrides(cfg: StudyConfig, assigned: list[tuple[str, dict]]) -> None:
-    """A ``-p section.key=value`` for a key every block of the grid sweeps would be replaced in every run
-    (it would change nothing): an error saying how to change the grid instead."""
-    for text, one in assigned:
-        for dotted in _dotted(one):
-            blocks = [i for i, b in enumerate(cfg.grid) if dotted in b]
-            if not blocks or len(blocks) < len(cfg.grid):  # a block that does not sweep it uses the value
-                continue
-            sec, _, key = dotted.partition(".")
-            value = as_dict(getattr(getattr(cfg, sec), key))
-            new = []
-            for b in cfg.grid:
-                b = {k: ([value] if k == dotted else v) for k, v in b.items()}
-                new.append("{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in b.items()) + "}")
-            swept = _yaml_value(cfg.grid[blocks[0]][dotted])
-            raise ConfigError(
-                f"-p {text}: the grid of study '{cfg.study}' sweeps {dotted} (grid[{blocks[0]}]: {swept}), so this "
-                f"value would be replaced in every run; change the grid instead, e.g. "
-                f"-p \"grid=[{', '.join(new)}]\"")
 
 
 
