@@ -396,3 +396,24 @@ def test_tradeoff_without_a_baseline_run_draws_the_curve():
     fig = plots.tradeoff_vs_alpha(df, baseline="BCE")
     assert len(fig.axes) >= 3
     plt.close(fig)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_two_notebooks_run_side_by_side(tmp_path):
+    """`seglib run all --jobs 2`: Ctrl-C stops both kernels, starts no third notebook and ends with one line."""
+    env = {**os.environ, "SEGLIB_BUILD": str(tmp_path / "build"), "PYTHONPATH": str(ROOT), "SEGLIB_ROOT": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "seglib.cli", "run", "all", "--profile", "smoke", "--jobs", "2"],
+                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = tmp_path / "build" / "staging"
+    deadline = time.time() + 60
+    while len(list(staging.glob("*/*.ipynb"))) < 2 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert time.time() - t0 < 20
+    assert "seglib/cli.py" not in err and "concurrent/futures" not in err
+    assert err.strip().splitlines()[-1].startswith("seglib: interrupted (Ctrl-C) during seglib run all")
+    assert not (tmp_path / "build" / "executed" / "stroke.ipynb").exists()  # the third notebook never ran

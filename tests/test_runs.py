@@ -191,6 +191,9 @@ def test_half_written_folder_without_done_is_rebuilt(tmp_path):
     (lambda d: (d / "history.csv").write_text("garbage,\n1"), "history.csv differs"),
     (lambda d: (d / "predictions.npz").write_bytes((d / "predictions.npz").read_bytes()[:50]), "predictions.npz"),
     (lambda d: (d / "DONE").write_text("{not json"), "unreadable DONE"),
+    # the best checkpoint (what `seglib predict` reads) is in the manifest too: a truncated one rebuilds the run
+    (lambda d: (d / "checkpoints" / "best.pt").write_bytes((d / "checkpoints" / "best.pt").read_bytes()[:100]),
+     "checkpoints/best.pt differs"),
 ])
 def test_done_folder_with_a_broken_file_is_corrupt_and_rebuilt(tmp_path, caplog, damage, why):
     cache, trainer = RunCache(tmp_path), Trainer()

@@ -206,9 +206,17 @@ def run_notebooks(configs: list[StudyConfig], p: Paths | None = None, *, jobs: i
     if not user_set:
         os.environ["OMP_NUM_THREADS"] = threads
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {cfg.study: pool.submit(one, cfg) for cfg in configs}
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        futures = {cfg.study: pool.submit(one, cfg) for cfg in configs}
+        try:
             return {study: f.result() for study, f in futures.items()}
+        except KeyboardInterrupt:
+            # Ctrl-C: the notebooks not started yet never start; the running ones were interrupted with their
+            # kernels (seglib.cli) and end at their current cell, their earlier builds kept
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
     finally:
         if not user_set:
             os.environ.pop("OMP_NUM_THREADS", None)
