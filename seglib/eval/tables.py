@@ -44,8 +44,9 @@ def results_table(cases: pd.DataFrame, metrics, baseline: str, primary: str = "d
     seeds, and the paired Wilcoxon test of the primary metric against ``baseline`` (Holm-corrected
     across the table), with its effect size (rank-biserial) and a yes/no "differs from baseline"."""
     order = order or list(dict.fromkeys(cases["config"]))
-    cmp = compare_to_baseline(cases, "config", "case_id", primary, baseline, n_resamples=N_RESAMPLES, rng=0)
-    cmp = cmp.set_index("config")
+    has_baseline = baseline in set(cases["config"])
+    cmp = (compare_to_baseline(cases, "config", "case_id", primary, baseline, n_resamples=N_RESAMPLES, rng=0)
+           .set_index("config") if has_baseline else None)
     by_seed = summary(cases, [primary], order, over="seeds").set_index("config")
     rows = []
     for config in order:
@@ -59,6 +60,11 @@ def results_table(cases: pd.DataFrame, metrics, baseline: str, primary: str = "d
         s = by_seed.loc[config]
         row[f"{primary} over seeds"] = format_mean_ci(
             {"mean": s[f"{primary}_mean"], "low": s[f"{primary}_low"], "high": s[f"{primary}_high"]}, digits)
+        if cmp is None:  # a grid without the study's baseline: nothing to test against, said in the table
+            row["effect size"], row["p (Holm)"] = np.nan, np.nan
+            row["differs from baseline"] = f"no baseline ({baseline}) in this grid"
+            rows.append(row)
+            continue
         c = cmp.loc[config]
         is_base = config == baseline
         row["effect size"] = np.nan if is_base else round(float(c["effect_size"]), 3)

@@ -61,8 +61,9 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     run_rows, case_frames, hist_frames, preds = [], [], [], {}
     for spec, res in zip(specs, results):
         label = cell_label(spec.config, axes) if axes else "baseline"
-        axis_values = {k.split(".")[-1] if k.split(".")[-1] != "name" else k.split(".")[0]: _get(spec.config, k)
-                       for k in axes}
+        # every run carries the descriptors that tables and figures group by, swept or not, so a grid of
+        # any shape (one configuration, one axis) has the columns they read
+        axis_values = {_column(k): _get(spec.config, k) for k in dict.fromkeys([*DESCRIPTORS, *axes])}
         prov = res.provenance or {}
         extra = prov.get("extra", prov)
         hist = res.history
@@ -96,6 +97,16 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     log.info("%s: %d runs, %d cached, %d trained in %.0f s", cfg.study, s.runs, s.hits, s.trained, s.seconds)
     return GridResults(pd.DataFrame(run_rows), pd.concat(case_frames, ignore_index=True),
                        pd.concat(hist_frames, ignore_index=True), preds, axes, summary)
+
+
+#: configuration keys every run row, case row and epoch row carries (as columns named by :func:`_column`)
+DESCRIPTORS = ("model.name", "model.conv", "data.size", "loss.name", "loss.alpha", "optim.name")
+
+
+def _column(dotted: str) -> str:
+    """``loss.name`` -> ``loss``, ``loss.alpha`` -> ``alpha``: the column of a configuration key."""
+    section, _, key = dotted.rpartition(".")
+    return section.split(".")[-1] if key == "name" else key
 
 
 def _get(cell: dict, dotted: str):

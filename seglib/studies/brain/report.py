@@ -72,6 +72,8 @@ def table_c1(grid) -> pd.DataFrame:
                      "time per epoch (s)": float(sub["time_per_epoch_s"].mean()),
                      "validation mean DSC (per volume)": float(dsc.get(name, np.nan)),
                      "seed's DSC": SEED_DSC.get((m, l, o), np.nan)})
+    if not rows:  # no U-Net in this grid: the notebook says so
+        return pd.DataFrame()
     out = pd.DataFrame(rows)
     out["name"] = [n for n, _ in runs.groupby("name", sort=False)]
     out = out.merge(_ci_and_test(grid), on="name", how="left").drop(columns="name")
@@ -168,17 +170,23 @@ def headline(grid) -> dict:
             "mean_dsc": {k: float(v) for k, v in per.items()}}
 
 
+def shown_name(grid) -> str:
+    """The configuration C4 and C5 show: the baseline, or the grid's first one where it has no baseline."""
+    names = list(dict.fromkeys(with_names(grid.runs)["name"]))
+    return baseline_name() if baseline_name() in names else names[0]
+
+
 def per_volume(grid, name: str | None = None) -> pd.Series:
     """Per-volume DSC (mean over seeds) of one configuration (default the baseline), for C4."""
     cases = named_cases(grid)
-    name = name or baseline_name()
+    name = name or shown_name(grid)
     return cases[cases["config"] == name].groupby("case_id")["dice"].mean()
 
 
 def examples(grid, name: str | None = None, seed: int | None = None) -> list[dict]:
     """C5: the stored example slices of one run (image FLAIR channel, truth, prediction)."""
     runs = with_names(grid.runs)
-    name = name or baseline_name()
+    name = name or shown_name(grid)
     sub = runs[runs["name"] == name]
     row = sub.iloc[0] if seed is None else sub[sub["seed"] == seed].iloc[0]
     preds = grid.predictions[row["key"]]
