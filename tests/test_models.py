@@ -258,3 +258,68 @@ def test_pointwise_equals_the_1x1x1_convolution():
     y = pointwise(conv, x)
     torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-6)
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+# --------------------------------------------------------------------------- (2+1)D recomputation
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_recomputed_pair_equals_the_stored_one(channels_last, precision):
+    """A (2+1)D pair that recomputes its inner maps in backward gives the outputs, input and weight
+    gradients and running statistics of the plain pair (bf16: the same bits; fp32: the recomputed
+    activation may differ in its last bit, so the through-plane weight gradient to ~1e-6)."""
+    import copy
+
+    from seglib.nn.blocks import Conv2Plus1d
+
+    torch.manual_seed(0)
+    plain = Conv2Plus1d(3, 5, z_first=True)
+    plain.recompute = "off"
+    again = copy.deepcopy(plain)
+    again.recompute = "on"
+    x = torch.randn(2, 3, 6, 7, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        plain.to(memory_format=torch.channels_last_3d), again.to(memory_format=torch.channels_last_3d)
+    outs, grads = [], []
+    for block in (plain, again):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for _ in range(2):  # two steps: the running statistics are updated once per step
+                out = block(xi)
+        g = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        (out.float() * g).sum().backward()
+        outs.append(out.detach().float())
+        grads.append([xi.grad, *(p.grad for p in block.parameters())])
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    for a, b in zip(grads[0], grads[1]):
+        tol = 1e-5 if precision == "fp32" else 0
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol)
+    for a, b in zip(plain.buffers(), again.buffers()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert int(again[1].num_batches_tracked) == 2
+
+
+def test_recompute_auto_is_off_on_the_cpu_and_eval_mode_uses_running_statistics():
+    from seglib.nn.blocks import Conv2Plus1d, _PairFunction
+
+    m = build_model("unet", spatial_dims=3, in_channels=1, out_channels=1, features=(2, 4), conv="2+1d")
+    assert {b.recompute for b in m.modules() if isinstance(b, Conv2Plus1d)} == {"auto"}
+    calls = []
+    real = _PairFunction.apply
+    _PairFunction.apply = lambda *a: calls.append(1) or real(*a)
+    try:
+        m(torch.randn(1, 1, 4, 4, 4)).sum().backward()
+        assert not calls  # auto on a CPU: the plain pair
+        m2 = build_model("unet", spatial_dims=3, in_channels=1, out_channels=1, features=(2, 4), conv="2+1d",
+                         recompute="on")
+        m2(torch.randn(1, 1, 4, 4, 4)).sum().backward()
+        assert calls
+        m2.eval()
+        n = len(calls)
+        with torch.no_grad():
+            m2(torch.randn(1, 1, 4, 4, 4))
+        assert len(calls) == n
+    finally:
+        _PairFunction.apply = real
+    with pytest.raises(ValueError, match="recompute"):
+        build_model("unet", spatial_dims=3, features=(2, 4), conv="2+1d", recompute="sometimes")

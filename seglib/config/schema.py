@@ -60,6 +60,9 @@ class ModelConfig:
     spatial_dims: Literal[2, 3] = 2
     features: tuple[int, ...] = field(default=(32, 64, 128, 256, 512), metadata=_rng(1))  # widths per level
     conv: Literal["3d", "2+1d"] = "3d"
+    # (2+1)D only: recompute each pair's inner maps in the backward pass (less memory, more time);
+    # "auto": on CUDA only. Part of the run's key: in fp32 the weight gradients differ in the last bit
+    recompute: Literal["auto", "on", "off"] = "auto"
     upsample: Literal["transpose", "linear"] = "transpose"
 
 

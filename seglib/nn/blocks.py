@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 CONV_MODES = ("3d", "2+1d")
+RECOMPUTE_MODES = ("auto", "on", "off")
 UPSAMPLE_MODES = ("transpose", "linear")
 MID_CHANNEL_MODES = ("out", "matched")
 PAD_MODES = ("replicate", "zeros")
@@ -79,16 +80,100 @@ class Conv2Plus1d(nn.Sequential):
         )
         self.z_first = z_first
 
+    #: ``"on"``: in training with gradients, keep only the pair's input for the backward pass and
+    #: recompute its inner maps there (the in-plane output, its BatchNorm + ReLU; see
+    #: :class:`_PairFunction`): 23 % less peak memory for the (2+1)D U-Net at 64³ (bf16, 586 → 453 MiB)
+    #: for a second in-plane convolution (CPU time per step 0.76 → 1.02 s, measured on a 2-core EPYC
+    #: with native bf16). ``"off"``: store them (faster). ``"auto"``: on on CUDA, where memory bounds
+    #: the input size, off elsewhere. Set per model by :class:`seglib.nn.unet.UNet`.
+    recompute: str = "auto"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.z_first:
             return super().forward(x)
         inplane, norm, act, through = self
         n, c, z, h, w = x.shape
-        y = F.conv2d(x.transpose(1, 2).reshape(n * z, c, h, w), inplane.weight.squeeze(-1), padding=1)
-        mid = y.shape[1]
-        y = act(norm(y.reshape(n, z, mid, h, w).transpose(1, 2)))
-        out = F.conv2d(y.reshape(n, mid, z, h * w), through.weight.reshape(-1, mid, 3, 1), padding=(1, 0))
+        w_in = inplane.weight.squeeze(-1)
+        w_through = through.weight.reshape(through.weight.shape[0], -1, 3, 1)
+        recompute = self.recompute == "on" or (self.recompute == "auto" and x.is_cuda)
+        if recompute and norm.training and torch.is_grad_enabled() and norm.track_running_stats:
+            if norm.num_batches_tracked is not None:
+                norm.num_batches_tracked.add_(1)
+            momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+            out = _PairFunction.apply(x, w_in, norm.weight, norm.bias, norm.running_mean, norm.running_var,
+                                      momentum, norm.eps, w_through)
+        else:
+            y = _inplane(x, w_in)
+            mid = y.shape[1]
+            out = F.conv2d(act(norm(y)).reshape(n, mid, z, h * w), w_through, padding=(1, 0))
         return out.reshape(n, -1, z, h, w)
+
+
+def _inplane(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The in-plane 3×3 convolution of a Z-first ``(N, C, Z, X, Y)`` tensor as a 2D convolution on
+    ``(N·Z, C, X, Y)``; returns ``(N, mid, Z, X, Y)`` (views, no copy in ``channels_last_3d``)."""
+    n, c, z, h, w = x.shape
+    y = F.conv2d(x.transpose(1, 2).reshape(n * z, c, h, w), weight, padding=1)
+    return y.reshape(n, z, -1, h, w).transpose(1, 2)
+
+
+class _PairFunction(torch.autograd.Function):
+    """A (2+1)D pair in training mode, ``through(relu(batch_norm(inplane(x))))``, that stores only its
+    input ``x`` (which the layer before keeps anyway) and the batch statistics for the backward pass.
+
+    The backward recomputes the in-plane output with the same kernel (same bits) and the activation as
+    the batch-norm kernel computes it (fp32, rounded once), then applies the chain rule with PyTorch's
+    own kernels: ``conv2d_input``/``conv2d_weight`` for both convolutions and
+    ``aten.native_batch_norm_backward`` with the saved mean and inverse standard deviation. The running
+    statistics are updated once, in the forward (``aten.native_batch_norm``, the kernel of
+    ``F.batch_norm``). Under autocast the backward runs under the forward's autocast state. Written by
+    hand: ``torch.utils.checkpoint`` would run the BatchNorm twice and update its statistics twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_in, gamma, beta, running_mean, running_var, momentum, eps, w_through):
+        dev = x.device.type
+        ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        y = _inplane(x, w_in)
+        a, mean, rstd = torch.ops.aten.native_batch_norm(y, gamma, beta, running_mean, running_var, True,
+                                                         momentum, eps)
+        n, c, z, h, w = a.shape
+        out = F.conv2d(a.relu_().reshape(n, c, z, h * w), w_through, padding=(1, 0))
+        ctx.save_for_backward(x, w_in, gamma, beta, mean, rstd, w_through)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w_in, gamma, beta, mean, rstd, w_through = ctx.saved_tensors
+        dev, enabled, dtype = ctx.autocast
+        with torch.autocast(device_type=dev, dtype=dtype, enabled=enabled):
+            y = _inplane(x, w_in)  # autocast casts as in the forward
+        n, c, z, h, w = y.shape
+        shape = (1, c, 1, 1, 1)
+        scale = rstd * (gamma if gamma is not None else 1.0)
+        shift = (beta if beta is not None else 0.0) - mean * scale
+        a = torch.relu(y.float() * scale.reshape(shape) + shift.reshape(shape)).to(y.dtype)
+        a4 = a.reshape(n, c, z, h * w)
+        wt = w_through.to(grad_out.dtype)
+        grad_wt = torch.nn.grad.conv2d_weight(a4.to(grad_out.dtype), wt.shape, grad_out, padding=(1, 0))
+        grad_a = torch.nn.grad.conv2d_input(a4.shape, wt, grad_out, padding=(1, 0)).reshape(a.shape)
+        grad_a = grad_a.mul_(a > 0).to(y.dtype)  # through the ReLU; then the activation is not needed
+        del a, a4
+        grad_y, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            grad_a, y, gamma, None, None, mean, rstd, True, ctx.eps, [True, gamma is not None, beta is not None])
+        del y, grad_a
+        # the in-plane convolution's gradients, on the Z-first 2D views of the forward
+        nx, cx, zx, hx, wx = x.shape
+        x4 = x.transpose(1, 2).reshape(nx * zx, cx, hx, wx)
+        g4 = grad_y.transpose(1, 2).reshape(nx * zx, c, hx, wx)
+        wi = w_in.to(g4.dtype)
+        grad_x = torch.nn.grad.conv2d_input(x4.shape, wi, g4, padding=1)
+        grad_wi = torch.nn.grad.conv2d_weight(x4.to(g4.dtype), wi.shape, g4, padding=1)
+        grad_x = grad_x.reshape(nx, zx, cx, hx, wx).transpose(1, 2).to(x.dtype)
+        return (grad_x, grad_wi.to(w_in.dtype), None if gamma is None else grad_gamma.to(gamma.dtype),
+                None if beta is None else grad_beta.to(beta.dtype), None, None, None, None,
+                grad_wt.to(w_through.dtype))
 
 
 def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:

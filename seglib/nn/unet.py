@@ -21,6 +21,7 @@ from torch import nn
 
 from seglib.nn.blocks import (
     CONV_MODES,
+    RECOMPUTE_MODES,
     MID_CHANNEL_MODES,
     PAD_MODES,
     UPSAMPLE_MODES,
@@ -84,6 +85,9 @@ class UNet(nn.Module):
             see :class:`seglib.nn.blocks.Conv2Plus1d`.
         mid_channels: width inside a (2+1)D pair: ``"out"`` (its output width) or
             ``"matched"`` (R(2+1)D parameter matching, Tran et al. 2018).
+        recompute: (2+1)D only: ``"on"`` recomputes each pair's inner maps in the backward pass
+            instead of storing them (less memory, more time), ``"off"`` stores them, ``"auto"``
+            (default) recomputes on CUDA only; see :attr:`seglib.nn.blocks.Conv2Plus1d.recompute`.
         pad_mode: how inputs whose size is not a multiple of ``2**(levels-1)`` are
             padded before the network (``"replicate"`` or ``"zeros"``); the logits are
             cropped back to the input size.
@@ -94,10 +98,12 @@ class UNet(nn.Module):
 
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 1,
                  features: Sequence[int] = DEFAULT_FEATURES, upsample: str = "transpose",
-                 conv: str = "3d", mid_channels: str = "out", pad_mode: str = "replicate"):
+                 conv: str = "3d", mid_channels: str = "out", pad_mode: str = "replicate",
+                 recompute: str = "auto"):
         super().__init__()
         feats = _check_common(spatial_dims, in_channels, out_channels, features, upsample, pad_mode)
         _check_choice(conv, CONV_MODES, "conv")
+        _check_choice(recompute, RECOMPUTE_MODES, "recompute")
         _check_choice(mid_channels, MID_CHANNEL_MODES, "mid_channels")
         if conv == "2+1d" and spatial_dims != 3:
             raise ValueError(f"conv='2+1d' needs spatial_dims=3; got spatial_dims={spatial_dims}.")
@@ -118,7 +124,7 @@ class UNet(nn.Module):
         self.z_first = conv == "2+1d"  # (2+1)D runs on (N, C, Z, X, Y): see Conv2Plus1d
         for m in self.modules():
             if isinstance(m, Conv2Plus1d):
-                m.z_first = self.z_first
+                m.z_first, m.recompute = self.z_first, recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.spatial_dims + 2:

@@ -127,6 +127,8 @@ def build_cell_model(cell: dict, in_channels: int):
               "features": tuple(m["features"]), "upsample": m["upsample"]}
     if m["name"] == "unet" and m["spatial_dims"] == 3:
         params["conv"] = m["conv"]
+        if m["conv"] == "2+1d":
+            params["recompute"] = m.get("recompute", "auto")
     return build_model(m["name"], **params)
 
 
