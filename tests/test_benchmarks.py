@@ -194,3 +194,23 @@ def test_shadow_root_links_params_and_notebooks(tmp_path):
     assert (root / "params").is_symlink() and (root / "params").resolve() == (bc.REPO / "params").resolve()
     assert (root / "notebooks").is_symlink()
     end_to_end.shadow_root(tmp_path)  # idempotent
+
+
+def test_gpu_check_grids_schedule_and_no_cuda_exit():
+    import subprocess
+    import sys
+
+    import gpu
+
+    cells = {s: gpu.full_cells(s) for s in gpu.STUDIES}
+    assert [len(cells[s]) for s in gpu.STUDIES] == [36, 24, 30]  # 12 x 3, 8 x 3, 10 x 3 seeds
+    assert sorted({gpu.model_key(c) for c in cells["stroke"]}) == [
+        ("unet", "2+1d", 64), ("unet", "2+1d", 128), ("unet", "3d", 64), ("unet", "3d", 128)]
+    # longest first, one run per GPU at a time: {3, 2} and {3, 2, 1} on two GPUs
+    assert gpu.schedule([3, 3, 2, 2, 1], 2) == 6 and gpu.schedule([4, 1, 1], 3) == 4
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, str(gpu.bc.REPO / "benchmarks" / "gpu.py")], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "no CUDA device" in proc.stdout
