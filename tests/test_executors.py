@@ -215,3 +215,32 @@ def test_slurm_code_path_through_submitit_local_jobs(tmp_path):
     assert again["hits"] == 4
     assert all(len(json.loads((r / "jobs.json").read_text())) == 1 for r in _runs(build))
     _assert_clean(build)
+
+
+def _slurm_up() -> str | None:
+    """Why a real SLURM cluster cannot be used here, or None when ``sinfo`` answers."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        return "no sbatch on this machine (.ci/run starts a one-node cluster with slurm-wlm and munge)"
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 or "idle" not in proc.stdout and "mix" not in proc.stdout:
+        return f"sinfo finds no idle node: {(proc.stderr or proc.stdout).strip()[:200]}"
+    return None
+
+
+@pytest.mark.slow
+def test_a_grid_through_real_sbatch(tmp_path):
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    build = tmp_path / "b"
+    ex = {"name": "slurm", "gpus_per_job": 0, "cpus_per_job": 1, "mem_gb": 1, "time_min": 10, "parallelism": 2,
+          "setup": [f"export PYTHONPATH={REPO}"]}
+    summary, _ = _grid(build, ex)
+    assert summary["trained"] == 4
+    for run in _runs(build):
+        jobs = json.loads((run / "jobs.json").read_text())
+        assert jobs[0]["cluster"] == "slurm" and "_" in jobs[0]["job_id"]  # an array task: <array>_<index>
+        assert _provenance(run)["executed"]["slurm_job_id"]
+    _assert_clean(build)
