@@ -204,9 +204,7 @@ DOWNLOAD_HELP = {
 def config_hash(cfg) -> str:
     """Stable content hash of a resolved configuration (or of any nested dict). A study's ``executor``
     section is left out: where the runs train changes neither them nor the notebook's results."""
-    if dataclasses.is_dataclass(cfg):
-        d = as_dict(cfg)
-        if isinstance(cfg, StudyConfig):
-            d.pop("executor", None)
-        return stable_hash(d)
-    return stable_hash(cfg)
+    d = as_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    if isinstance(d, dict) and "study" in d and "executor" in d:  # a study's config (or its as_dict)
+        d = {k: v for k, v in d.items() if k != "executor"}
+    return stable_hash(d)
