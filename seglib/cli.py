@@ -1,4 +1,4 @@
-"""The ``seglib`` command: ``run``, ``report``, ``predict``, ``check``.
+"""The ``seglib`` command: ``run``, ``report``, ``status``, ``predict``, ``check``.
 
 Every command validates its parameters before anything expensive starts.
 """
@@ -30,9 +30,29 @@ def _add_params(p: argparse.ArgumentParser) -> None:
                    help="override one parameter, e.g. -p train.epochs=3 (repeatable)")
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "dask", "slurm"), default=None,
+                   help="where the runs train (default: the parameters' executor section, else local)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="with --executor dask: an existing Dask cluster (default: a LocalCluster for the grid)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --executor dask: LocalCluster worker processes (default: one per GPU, else per core)")
+
+
+def _executor_overrides(args) -> list[str]:
+    out = []
+    if getattr(args, "executor", None):
+        out.append(f"executor.name={args.executor}")
+    if getattr(args, "scheduler", None):
+        out.append(f"executor.scheduler={args.scheduler}")
+    if getattr(args, "workers", None) is not None:
+        out.append(f"executor.workers={args.workers}")
+    return out
+
+
 def _load(study: str, args) -> "object":
     params_file = args.params
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + _executor_overrides(args)
     if params_file is None and getattr(args, "profile", None):
         overrides.insert(0, f"profile={args.profile}")
     return load(study, params_file, overrides, data_dir=args.data_dir)
@@ -121,6 +141,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from seglib.report.notebooks import paths
+    from seglib.runs.status import format_status, grid_status
+
+    cfg = _load(args.study, args)
+    rows = grid_status(cfg, paths())
+    print(format_status(rows))
+    return 0
+
+
 def cmd_predict(args) -> int:
     from seglib.predict import predict_folder
 
@@ -144,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="with 'all': notebooks executed at once (default: one per CPU core, at most 3)")
     _add_params(p)
+    _add_executor(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="execute missing or outdated notebooks, then render the site")
@@ -155,7 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pdf", action="store_true")
     p.add_argument("--quiet", action="store_true")
     _add_params(p)
+    _add_executor(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("status", help="each run of a study's grid: done, running (where, since when), partial, "
+                                      "failed (its error) or not started, and its epoch")
+    p.add_argument("study", choices=STUDIES)
+    p.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
+    _add_params(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("predict", help="apply a trained run to a dataset folder")
     p.add_argument("--run", required=True, help="a run folder (build/runs/<study>/<key>)")

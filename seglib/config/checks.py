@@ -208,3 +208,27 @@ def _check_swept_overrides(cfg: StudyConfig, assigned: list[tuple[str, dict]]) -
                 f"-p {text}: the grid of study '{cfg.study}' sweeps {dotted} (grid[{blocks[0]}]: {swept}), so this "
                 f"value would be replaced in every run; change the grid instead, e.g. "
                 f"-p \"grid=[{', '.join(new)}]\"")
+
+
+def _check_executor(ex) -> None:
+    """The executor's keys that depend on each other: a scheduler address is ``tcp://host:port`` and only
+    for ``dask``; ``gpus`` and ``workers`` size a LocalCluster, so they go without a scheduler."""
+    import re
+
+    if ex.scheduler is not None:
+        if ex.name != "dask":
+            raise ConfigError(f"executor.scheduler = {ex.scheduler!r} is for executor.name 'dask', "
+                              f"not {ex.name!r}.")
+        if not re.fullmatch(r"(tcp|tls|inproc|ws|wss)://[^\s/:]+(:\d+)?/?", ex.scheduler):
+            raise ConfigError(f"executor.scheduler = {ex.scheduler!r}: expected a Dask scheduler address "
+                              f"such as 'tcp://host:8786'.")
+        if ex.workers is not None or ex.gpus is not None:
+            raise ConfigError("executor.workers and executor.gpus size a LocalCluster; with executor.scheduler "
+                              f"= {ex.scheduler!r} the cluster's own workers are used: leave them out.")
+    if ex.gpus is not None:
+        if not ex.gpus or any(not str(g).strip() for g in ex.gpus):
+            raise ConfigError(f"executor.gpus = {list(ex.gpus)!r}: expected a non-empty list of GPU ids, "
+                              f"e.g. ['0', '1'].")
+        if ex.workers is not None and ex.workers != len(ex.gpus):
+            raise ConfigError(f"executor.workers = {ex.workers} with executor.gpus = {list(ex.gpus)!r}: "
+                              f"one worker per GPU, so workers must be {len(ex.gpus)} or left out.")

@@ -27,6 +27,7 @@ import yaml
 from seglib.config.checks import (
     _check_cell,
     _check_consistency,
+    _check_executor,
     _check_grid,
     _check_seeds,
     _check_settings,
@@ -39,6 +40,7 @@ from seglib.config.schema import (
     STUDIES,
     STUDY_SETTINGS,
     TOP_KEYS,
+    ExecutorConfig,
     StudyConfig,
 )
 from seglib.config.validate import (
@@ -112,7 +114,7 @@ def _all_keys(study: str | None = None) -> dict[str, str]:
     section's keys (``epochs`` -> ``train.epochs``) and the dotted keys themselves."""
     out = {k: k for k in TOP_KEYS}
     settings = [STUDY_SETTINGS[study]] if study else list(STUDY_SETTINGS.values())
-    for sec, cls in [*SECTIONS.items(), *(("settings", c) for c in settings)]:
+    for sec, cls in [*SECTIONS.items(), ("executor", ExecutorConfig), *(("settings", c) for c in settings)]:
         for f in dataclasses.fields(cls):
             out.setdefault(f.name, f"{sec}.{f.name}")
             out[f"{sec}.{f.name}"] = f"{sec}.{f.name}"
@@ -144,7 +146,7 @@ def check_partial(study: str, params: dict) -> None:
     _check_top_keys(study, params)
     if "profile" in params:
         _coerce(params["profile"], Literal[PROFILES], "profile")
-    for name, cls in [*SECTIONS.items(), ("settings", STUDY_SETTINGS[study])]:
+    for name, cls in [*SECTIONS.items(), ("settings", STUDY_SETTINGS[study]), ("executor", ExecutorConfig)]:
         if params.get(name) is not None:
             build_section(cls, params[name], name)
     if "seeds" in params:
@@ -168,8 +170,11 @@ def _resolve(study: str, params: dict) -> StudyConfig:
     settings = build_section(STUDY_SETTINGS[study], merged.get("settings") or {}, "settings")
     seeds = _check_seeds(merged.get("seeds", [0]))
     grid = _check_grid(merged.get("grid") or [], sections)
-    cfg = StudyConfig(study=study, profile=profile, grid=grid, seeds=seeds, settings=settings, **sections)
+    executor = build_section(ExecutorConfig, merged.get("executor") or {}, "executor")
+    cfg = StudyConfig(study=study, profile=profile, grid=grid, seeds=seeds, settings=settings, executor=executor,
+                      **sections)
     _check_consistency(cfg)
+    _check_executor(cfg.executor)
     _check_settings(cfg)
     try:
         _check_cell(cfg.study, {name: getattr(cfg, name) for name in SECTIONS})

@@ -124,6 +124,28 @@ class BrainSettings:
     n_examples: int = field(default=4, metadata=_rng(1, 16))
 
 
+EXECUTORS = ("local", "dask", "slurm")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the grid's runs train; not part of any run's key (where a run trained does not change what it is)."""
+
+    name: Literal["local", "dask", "slurm"] = "local"  # local: in this process, one run after the other
+    scheduler: Optional[str] = None  # dask: tcp://host:port of an existing cluster (None: a LocalCluster)
+    workers: Optional[int] = field(default=None, metadata=_rng(1, 4096))  # LocalCluster: worker processes
+    gpus: Optional[tuple[str, ...]] = None  # LocalCluster: GPU ids, one worker each (None: the visible ones)
+    retries: int = field(default=2, metadata=_rng(0, 100))  # per run, for a lost worker, preemption or OOM
+    partition: Optional[str] = None  # slurm
+    time_min: int = field(default=60, metadata=_rng(1, 100000))  # slurm: time limit per job
+    gpus_per_job: int = field(default=1, metadata=_rng(0, 64))
+    cpus_per_job: int = field(default=4, metadata=_rng(1, 1024))
+    mem_gb: int = field(default=16, metadata=_rng(1, 100000))
+    parallelism: int = field(default=16, metadata=_rng(1, 100000))  # slurm: array jobs running at once
+    setup: tuple[str, ...] = ()  # slurm: shell lines run before each job (module load, source .venv/...)
+    cluster: Literal["slurm", "local", "debug"] = "slurm"  # submitit's: local runs the jobs as local processes
+
+
 STUDY_SETTINGS = {"stroke": StrokeSettings, "prostate": ProstateSettings, "brain": BrainSettings}
 
 
@@ -139,6 +161,7 @@ class StudyConfig:
     settings: Any  # StrokeSettings | ProstateSettings | BrainSettings
     grid: tuple[dict, ...] = ()
     seeds: tuple[int, ...] = (0,)
+    executor: ExecutorConfig = ExecutorConfig()
 
     @property
     def hash(self) -> str:
@@ -156,7 +179,7 @@ class StudyConfig:
 SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "train": TrainConfig,
 }
-TOP_KEYS = ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds")
+TOP_KEYS = ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds", "executor")
 
 DOWNLOAD_HELP = {
     "isles22": (
@@ -182,5 +205,9 @@ DOWNLOAD_HELP = {
 }
 
 def config_hash(cfg) -> str:
-    """Stable content hash of a resolved configuration (or of any nested dict)."""
-    return stable_hash(as_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+    """Stable content hash of a resolved configuration (or of any nested dict). A study's ``executor``
+    section is left out: where the runs train changes neither them nor the notebook's results."""
+    d = as_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    if isinstance(d, dict) and "study" in d and "executor" in d:  # a study's config (or its as_dict)
+        d = {k: v for k, v in d.items() if k != "executor"}
+    return stable_hash(d)

@@ -8,11 +8,13 @@ into another profile.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from seglib.config import STUDIES, StudyConfig, as_dict
@@ -106,6 +108,39 @@ def _publish(staged_nb: Path, staged_results: Path, nb: Path, results: Path) -> 
     shutil.rmtree(old, ignore_errors=True)
 
 
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _kernel_env(cfg: StudyConfig):
+    """The executor settings, for the kernel, in ``$SEGLIB_EXECUTOR`` (the notebooks' parameters stay as they
+    are; :func:`seglib.studies.collect.run_grid` reads it). Kernels started side by side by
+    :func:`run_notebooks` share this process's environment, so they must agree on it."""
+    from seglib.runs.executors import ENV, to_env
+
+    value = to_env(cfg.executor).get(ENV)
+    with _ENV_LOCK:
+        before = os.environ.get(ENV)
+        if before is not None and before != value and _kernel_env.users:
+            raise ValueError(f"notebooks executed side by side with different executors ({before} and {value}): "
+                             f"run them one at a time (--jobs 1) or with one executor")
+        if value is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = value
+        _kernel_env.users += 1
+    try:
+        yield
+    finally:
+        with _ENV_LOCK:
+            _kernel_env.users -= 1
+            if not _kernel_env.users:
+                os.environ.pop(ENV, None)
+
+
+_kernel_env.users = 0
+
+
 def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool = True,
                  progress_bar: bool = True) -> Path:
     """Execute ``notebooks/<study>.ipynb`` into ``build/executed/<study>.ipynb``.
@@ -135,12 +170,15 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         staged_nb, staged_results = stage / f"{cfg.study}.ipynb", stage / cfg.study
-        log.info("executing %s -> %s (kernel %s, profile %s)", src, out, kernel, cfg.profile)
+        log.info("executing %s -> %s (kernel %s, profile %s, executor %s)", src, out, kernel, cfg.profile,
+                 cfg.executor.name)
         try:
-            pm.execute_notebook(
-                str(src), str(staged_nb), parameters=notebook_parameters(cfg, staged_results), kernel_name=kernel,
-                language="python", log_output=log_output, progress_bar=progress_bar, cwd=str(p.root),
-            )
+            with _kernel_env(cfg):
+                pm.execute_notebook(
+                    str(src), str(staged_nb), parameters=notebook_parameters(cfg, staged_results),
+                    kernel_name=kernel, language="python", log_output=log_output, progress_bar=progress_bar,
+                    cwd=str(p.root),
+                )
         except PapermillExecutionError as e:
             failed = p.build / "failed" / f"{cfg.study}.ipynb"
             failed.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import platform
 import shutil
 import socket
@@ -188,11 +189,26 @@ def environment() -> dict[str, Any]:
     """Versions, host and code commit: the machine half of a run's provenance."""
     return {"seglib": seglib.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
             "torch": _version("torch"), "monai": _version("monai"), "numpy": np.__version__,
-            "pandas": pd.__version__, "hostname": socket.gethostname(), "git_commit": git_commit()}
+            "pandas": pd.__version__, "hostname": socket.gethostname(), "git_commit": git_commit(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _not_started(d: Path) -> bool:
+    """A run folder holding nothing the run computed: its job records (``seglib.runs.jobs``) and at most
+    ``config.json`` and an empty ``checkpoints/``."""
+    from seglib.runs.jobs import RECORDS
+
+    for p in d.iterdir():
+        if p.name == CHECKPOINTS and p.is_dir():
+            if any(p.iterdir()):
+                return False
+        elif p.name not in (*RECORDS, "config.json"):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- the cache
@@ -216,6 +232,8 @@ class RunCache:
         d = self.run_dir(spec)
         if not d.is_dir():
             return "missing", "no folder"
+        if not (d / DONE).is_file() and _not_started(d):
+            return "missing", "not started (only its job records)"
         if not (d / DONE).is_file():
             return "partial", "no DONE marker"
         try:

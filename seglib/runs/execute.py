@@ -36,6 +36,15 @@ class Executor(Protocol):
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterable[Any]: ...
 
 
+class SpecExecutor(Protocol):
+    """An executor that trains runs elsewhere (Dask, SLURM): given the specs and whether each is forced, it
+    returns, in their order (calling ``on_done()`` as each finishes), ``(result, hit)`` for a run now done or :data:`LOCKED` for one whose lock a
+    process outside it holds; it raises once every run has ended, if any failed."""
+
+    def map_specs(self, specs: Sequence[RunSpec], force: Sequence[bool], cache: RunCache,
+                  on_done: Callable[[], None]) -> Iterable[Any]: ...
+
+
 class LocalExecutor:
     """Sequential, in this process (the default)."""
 
@@ -98,7 +107,7 @@ def execute(
     train_fn: TrainFn,
     cache: RunCache,
     force: bool = False,
-    executor: Executor | None = None,
+    executor: Executor | SpecExecutor | None = None,
     *,
     progress: bool = True,
     poll_s: float = 1.0,
@@ -125,7 +134,11 @@ def execute(
         while pending:
             fns = {(s.study, s.key): functools.partial(run_one, cache, train_fn,
                                                        force and (s.study, s.key) not in waited) for s in pending}
-            outcomes = executor.map(lambda s: fns[(s.study, s.key)](s), pending)
+            if hasattr(executor, "map_specs"):
+                outcomes = executor.map_specs(pending, [force and (s.study, s.key) not in waited for s in pending],
+                                              cache, lambda: bar.update(1))
+            else:
+                outcomes = executor.map(lambda s: fns[(s.study, s.key)](s), pending)
             deferred = []
             for spec, outcome in zip(pending, outcomes):
                 if outcome is LOCKED:
@@ -134,7 +147,8 @@ def execute(
                 result, hit = outcome
                 by_id[(spec.study, spec.key)] = result
                 hits += bool(hit)
-                bar.update(1)
+                if not hasattr(executor, "map_specs"):  # a SpecExecutor feeds the bar as runs finish
+                    bar.update(1)
             if deferred:
                 for spec in deferred:
                     if (spec.study, spec.key) not in waited:

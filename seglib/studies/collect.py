@@ -34,17 +34,9 @@ class GridResults:
         return self.runs[[c for c in cols if c in self.runs]].to_dict("records")
 
 
-def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool = False,
-             progress: bool = True) -> GridResults:
-    """Expand the grid into runs, train what the cache lacks, and collect every run's results."""
-    from seglib.runs import (
-        RunCache,
-        RunSpec,
-        cell_label,
-        execute,
-        expand_grid,
-        grid_axes,
-    )
+def grid_specs(cfg: StudyConfig, prepared: Prepared):
+    """The grid's runs: ``(specs, axes)``."""
+    from seglib.runs import RunSpec, expand_grid, grid_axes
 
     base = cfg.run_base()
     base["train"]["seed"] = 0
@@ -53,11 +45,30 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     base["data"]["data_dir"] = None
     grids = [dict(g) for g in cfg.grid]
     cells = expand_grid(base, grids, list(cfg.seeds))
-    axes = grid_axes(grids)
-    specs = [RunSpec(cfg.study, cell, prepared.fingerprint) for cell in cells]
+    return [RunSpec(cfg.study, cell, prepared.fingerprint) for cell in cells], grid_axes(grids)
+
+
+def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool = False,
+             progress: bool = True, executor=None) -> GridResults:
+    """Expand the grid into runs, train what the cache lacks, and collect every run's results.
+
+    ``executor``: an :class:`~seglib.config.ExecutorConfig` (or a name, ``"dask"``); by default
+    ``$SEGLIB_EXECUTOR`` (what ``seglib run --executor`` sets), else ``cfg.executor``. Where the runs train
+    changes none of their keys."""
+    from seglib.config import ExecutorConfig
+    from seglib.runs import RunCache, cell_label, execute
+    from seglib.runs.executors import executor_settings, open_executor
+
+    if isinstance(executor, str):
+        executor = ExecutorConfig(name=executor)
+    ex = executor or executor_settings(cfg.executor)
+    specs, axes = grid_specs(cfg, prepared)
     module = study_module(cfg.study)
     fn = partial(train_cell, module=module, prepared=prepared, progress=progress)
-    results = execute(specs, fn, RunCache(paths.runs), force=force, progress=progress)
+    log.info("%s: %d runs, executor %s", cfg.study, len(specs), ex.name)
+    with open_executor(ex, data_dir=prepared.root, project=paths.root, build=paths.build, runs=paths.runs,
+                       study=cfg.study) as remote:
+        results = execute(specs, fn, RunCache(paths.runs), force=force, progress=progress, executor=remote)
     run_rows, case_frames, hist_frames, preds = [], [], [], {}
     for spec, res in zip(specs, results):
         label = cell_label(spec.config, axes) if axes else "baseline"

@@ -91,8 +91,25 @@ class Session:
                         f"{len(self.figures)} figures, {len(claims)} claims.")
 
 
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """The ``seglib`` logger to stderr at ``level`` (once; a handler already there is kept): a kernel
+    started by papermill configures no logging, and the per-epoch lines of ``fit`` should reach
+    ``seglib run``'s output."""
+    root = logging.getLogger("seglib")
+    if not any(getattr(h, "_seglib", False) for h in root.handlers):
+        import sys
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._seglib = True
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
 def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Session:
-    """Start a study notebook: locate the project, the output folder (default ``build/executed/<study>``)."""
+    """Start a study notebook: locate the project, the output folder (default ``build/executed/<study>``);
+    log ``seglib``'s INFO lines (one per epoch) to stderr."""
+    log_to_stderr()
     p = find_paths()
     out = Path(output_dir) if output_dir else p.results(cfg.study)
     out.mkdir(parents=True, exist_ok=True)
