@@ -47,13 +47,3 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """SHA-256 of the canonical JSON of ``obj``, first ``length`` hex digits."""
     return hashlib.sha256(canonical_json(obj).encode("ascii")).hexdigest()[:length]
 
-
-def file_fingerprint(paths: list[PurePath] | tuple[PurePath, ...]) -> str:
-    """Hash of (name, size, mtime_ns) of each file: cheap, changes when a file changes."""
-    from pathlib import Path
-
-    rows = []
-    for p in sorted(Path(x) for x in paths):
-        st = p.stat()
-        rows.append([p.name, st.st_size, st.st_mtime_ns])
-    return stable_hash(rows)

@@ -55,8 +55,8 @@ def _hint(sec: str, key: str):
 
 def monitor_options() -> tuple[str, ...]:
     """What ``fit`` measures each epoch and may monitor: ``train_loss``, ``val_loss`` and ``val_<metric>``
-    for each key of the training metric (the default metric, :class:`seglib.train.settings.PooledDice`)."""
-    from seglib.train.settings import PooledDice
+    for each key of the training metric (the default metric, :class:`seglib.eval.metrics.PooledDice`)."""
+    from seglib.eval.metrics import PooledDice
 
     metric = PooledDice()
     keys = metric.reduce([{"tp": 1.0, "fp": 0.0, "fn": 0.0}])

@@ -9,7 +9,6 @@ augmentation and slice sampling, prediction of the validation slices, per-volume
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
 from seglib.data.sampling import slice_weights
@@ -125,14 +124,3 @@ def _boundary(mask: np.ndarray) -> int:
     inner[:, :-1] &= m[:, 1:]
     return int((m & ~inner).sum())
 
-
-def example_frame(grid, key_order=None) -> pd.DataFrame:
-    """The stored example slices of every run: one row per (run, slice) with the arrays."""
-    rows = []
-    for key, preds in grid.predictions.items():
-        for name in preds:
-            if name.endswith("/pred"):
-                s = name.split("/")[0]
-                rows.append({"key": key, "slice": s, "image": preds[f"{s}/image"], "truth": preds[f"{s}/truth"],
-                             "pred": preds[name]})
-    return pd.DataFrame(rows)

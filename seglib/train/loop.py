@@ -34,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seglib.train.state import TrainState, determinism, save_checkpoints, try_resume, update_early_stopping
-from seglib.train.settings import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
+from seglib.eval.metrics import PooledDice, mean_reduce
+from seglib.train.settings import OPTIMIZERS, History, TrainSettings, build_optimizer
 from seglib.train.device import autocast, channels_last_format, peak_memory_mb, reset_peak_memory, resolve_channels_last, resolve_device, resolve_precision
 from seglib.train.rng import make_loader, reseed_loader, seed_all
 
