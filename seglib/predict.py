@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seglib.io import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -240,5 +242,5 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
         for m in ("dice", "precision", "recall", "hd95"):
             summary[f"{m}_mean"] = float(np.nanmean(df[m])) if df[m].notna().any() else None
             summary[f"{m}_median"] = float(np.nanmedian(df[m])) if df[m].notna().any() else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "summary.json", summary)
     return summary

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from seglib.config import STUDIES, StudyConfig, as_dict
+from seglib.io import atomic_write_json
 from seglib.paths import Paths, paths  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
         _stamp_file(p, cfg.study).unlink(missing_ok=True)
         _publish(staged_nb, staged_results, out, p.results(cfg.study))
         shutil.rmtree(stage, ignore_errors=True)
-        _stamp_file(p, cfg.study).write_text(json.dumps(stamp(cfg, src), indent=1))
+        atomic_write_json(_stamp_file(p, cfg.study), stamp(cfg, src))
     return out
 
 

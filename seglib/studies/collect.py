@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig, as_dict
+from seglib.io import atomic_write_bytes, atomic_write_json
 from seglib.paths import Paths
 from seglib.studies.pipeline import LAYOUT_NAMES, Prepared, study_module, train_cell  # noqa: F401
 
@@ -115,7 +116,6 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
                   title: str) -> Path:
     """Write every table as CSV and ``results.json`` (claims, headline numbers, provenance) beside
     the executed notebook, for the report index and the tests."""
-    import json
     import platform
     from importlib import metadata
 
@@ -125,7 +125,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
     out_dir = Path(out_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for label, df in tables.items():
-        df.to_csv(out_dir / "tables" / f"{label}.csv", index=False)
+        atomic_write_bytes(out_dir / "tables" / f"{label}.csv", df.to_csv(index=False).encode("utf-8"))
     packages = {}
     for dist in ("torch", "monai", "numpy", "scipy", "pandas", "nibabel", "tifffile", "papermill"):
         try:
@@ -144,19 +144,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
                            for r in runs],
                        "cache": grid.summary if grid is not None else None},
     }
-    path = out_dir / "results.json"
-    path.write_text(json.dumps(result, indent=1, default=_json_default))
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    return atomic_write_json(out_dir / "results.json", result)
 
 
 def describe_data(prepared: Prepared) -> str:

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig
@@ -68,13 +67,10 @@ class Session:
         was written, whatever matplotlib backend the kernel runs."""
         if not label.startswith("fig-"):
             raise ValueError(f"figure label {label!r} must start with 'fig-' (Quarto's cross-reference prefix)")
-        path = self.out_dir / "figures" / f"{label.removeprefix('fig-')}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        self.figures[label] = path
-        import matplotlib.pyplot as plt
+        from seglib.plots.style import save
 
-        plt.close(fig)
+        path = save(fig, self.out_dir / "figures" / f"{label.removeprefix('fig-')}.png")
+        self.figures[label] = path
         from IPython.display import Image
 
         return Image(data=path.read_bytes(), format="png")
@@ -83,7 +79,7 @@ class Session:
         """Write ``results.json``: claims, headline numbers, tables and provenance."""
         tables = {k.removeprefix("tbl-"): v for k, v in self.tables.items()}
         path = write_outputs(self.out_dir, self.cfg, self.data(), self.grid, tables, claims,
-                             _plain(headline), self.title)
+                             headline, self.title)
         log.info("results written to %s", path.parent)
         from IPython.display import Markdown
 
@@ -101,14 +97,3 @@ def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Sessio
     matplotlib.rcParams["figure.dpi"] = 100
     return Session(cfg, p, out)
 
-
-def _plain(d):
-    if isinstance(d, dict):
-        return {str(k): _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    if isinstance(d, (np.floating, float)):
-        return None if not np.isfinite(d) else float(d)
-    if isinstance(d, np.integer):
-        return int(d)
-    return d
