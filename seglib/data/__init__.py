@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from seglib.data.case import Case
+from seglib.data.channels import CHANNELS, DEFAULT_CHANNELS, channels_of
 from seglib.registry import look_up
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,6 @@ READERS: dict[str, Callable[..., list[Case]]] = {
     "lgg": _lgg,
 }
 
-#: the input channels each dataset offers (first entries are the defaults)
-CHANNELS: dict[str, tuple[str, ...]] = {
-    "isles22": ("dwi", "adc", "flair"),
-    "atlas2": ("t1w",),
-    "prostatex": ("t2",),
-    "lgg": ("pre_contrast", "flair", "post_contrast"),
-}
 
 
 def load_cases(
@@ -75,8 +69,7 @@ def load_cases(
         dataset: one of ``READERS`` (``"isles22"``, ``"atlas2"``, ``"prostatex"``, ``"lgg"``).
         root: the dataset folder in its own on-disk layout (see each reader).
         channels: input channels, in order (``None``: the dataset's default,
-            ISLES ``["dwi", "adc"]``, ATLAS ``["t1w"]``, PROSTATEx ``["t2"]``,
-            LGG all three).
+            :data:`seglib.data.channels.DEFAULT_CHANNELS`).
         ids: read only these case ids (others are not opened).
         verify: run ``verify_integrity`` on the result (cheap; on by default).
 
@@ -115,4 +108,4 @@ def verify_integrity(cases: Iterable[Case]) -> None:
     _verify(cases)
 
 
-__all__ = ["CHANNELS", "Case", "READERS", "load_cases", "verify_integrity", "with_masks"]
+__all__ = ["CHANNELS", "DEFAULT_CHANNELS", "Case", "channels_of", "READERS", "load_cases", "verify_integrity", "with_masks"]
