@@ -15,6 +15,7 @@ from typing import Literal, Union
 
 import yaml
 
+from seglib.dotted import nested
 from seglib.registry import suggest
 
 
@@ -201,10 +202,4 @@ def parse_assignment(text: str) -> dict:
         raise ConfigError(f"-p {text!r}: expected key=value, e.g. -p train.epochs=3")
     key, raw = text.split("=", 1)
     value = load_yaml(raw, f"-p {text}") if raw.strip() else None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return out
+    return nested(key, value)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig, as_dict
+from seglib.dotted import get_dotted
 from seglib.io import atomic_write_bytes, atomic_write_json
 from seglib.paths import Paths
 from seglib.studies.pipeline import LAYOUT_NAMES, Prepared, study_module, train_cell  # noqa: F401
@@ -38,14 +39,7 @@ class GridResults:
 def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool = False,
              progress: bool = True) -> GridResults:
     """Expand the grid into runs, train what the cache lacks, and collect every run's results."""
-    from seglib.runs import (
-        RunCache,
-        RunSpec,
-        cell_label,
-        execute,
-        expand_grid,
-        grid_axes,
-    )
+    from seglib.runs import RunCache, RunSpec, axis_name, cell_label, execute, expand_grid, grid_axes
 
     base = cfg.run_base()
     base["train"]["seed"] = 0
@@ -62,8 +56,7 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     run_rows, case_frames, hist_frames, preds = [], [], [], {}
     for spec, res in zip(specs, results):
         label = cell_label(spec.config, axes) if axes else "baseline"
-        axis_values = {k.split(".")[-1] if k.split(".")[-1] != "name" else k.split(".")[0]: _get(spec.config, k)
-                       for k in axes}
+        axis_values = {axis_name(k): get_dotted(spec.config, k) for k in axes}
         prov = res.provenance or {}
         extra = prov.get("extra", prov)
         hist = res.history
@@ -97,13 +90,6 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     log.info("%s: %d runs, %d cached, %d trained in %.0f s", cfg.study, s.runs, s.hits, s.trained, s.seconds)
     return GridResults(pd.DataFrame(run_rows), pd.concat(case_frames, ignore_index=True),
                        pd.concat(hist_frames, ignore_index=True), preds, axes, summary)
-
-
-def _get(cell: dict, dotted: str):
-    node = cell
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def config_order(runs: pd.DataFrame) -> list[str]:
