@@ -22,7 +22,8 @@ from seglib.hashing import stable_hash
 
 STUDIES = ("stroke", "prostate", "brain")
 PROFILES = ("smoke", "quick", "full")
-LOSS_NAMES = (
+#: the names of seglib.nn.losses.LOSSES a config may choose (loss.name)
+LOSS_CHOICES = (
     "bce", "dice", "dice_bce", "tversky", "gdl_ce", "gdl_ce_as_published", "log_cosh_dice", "shape_aware",
 )
 
@@ -65,7 +66,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: Literal[LOSS_NAMES] = "dice"  # type: ignore[valid-type]
+    name: Literal[LOSS_CHOICES] = "dice"  # type: ignore[valid-type]
     alpha: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false positives
     beta: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false negatives (1 - alpha)
     batch: bool = True  # soft Dice pooled over the batch, as the seeds' code did
