@@ -49,7 +49,7 @@ class DataConfig:
     n_val: Optional[int] = field(default=None, metadata=_rng(1))
     sampler: Literal["none", "rejection", "lesion_aware"] = "none"
     patch_size: Optional[int] = field(default=None, metadata=_rng(4, 1024))
-    threshold: float = field(default=0.4, metadata=_rng(0, 1))
+    sampler_threshold: float = field(default=0.4, metadata=_rng(0, 1))  # lesion fraction a patch must hold
     samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
     slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
     augment: bool = False

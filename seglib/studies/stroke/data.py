@@ -116,7 +116,7 @@ def datasets(arrays: dict[str, np.ndarray], cell: dict):
         return VolumeDataset(arrays["train_image"], arrays["train_mask"]), val
     patch = int(d["patch_size"] or max(4, int(d["size"]) // 2))
     train = PatchDataset(list(arrays["train_image"]), list(arrays["train_mask"]), patch_size=patch,
-                         sampler=d["sampler"], threshold=d["threshold"],
+                         sampler=d["sampler"], threshold=d["sampler_threshold"],
                          samples_per_epoch=d["samples_per_epoch"], seed=int(cell["train"]["seed"]))
     return train, val
 
