@@ -52,10 +52,16 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     return name
 
 
+#: the sections of a resolved configuration that papermill passes in ``overrides``
+OVERRIDE_SECTIONS = ("data", "model", "loss", "optim", "train", "settings", "grid", "seeds")
+
+
 def notebook_parameters(cfg: StudyConfig, output_dir: Path | None = None) -> dict:
-    """The parameters papermill injects: every section of the resolved config."""
+    """The parameters papermill injects into the parameters cell: ``profile``, ``overrides`` (every section
+    of the resolved config, so the notebook's :func:`~seglib.studies.session.open_study` resolves exactly
+    the configuration ``seglib run`` validated) and ``output_dir`` when given."""
     d = as_dict(cfg)
-    params = {k: d[k] for k in ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds")}
+    params = {"profile": d["profile"], "overrides": {k: d[k] for k in OVERRIDE_SECTIONS}}
     if output_dir is not None:
         params["output_dir"] = str(output_dir)
     return params

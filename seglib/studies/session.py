@@ -87,8 +87,23 @@ class Session:
                         f"{len(self.figures)} figures, {len(claims)} claims.")
 
 
-def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Session:
-    """Start a study notebook: locate the project, the output folder (default ``build/executed/<study>``)."""
+def open_study(study: str, profile: str = "quick", overrides: dict | None = None,
+               output_dir: str | Path | None = None) -> Session:
+    """Start a study notebook: resolve its configuration once, locate the project and the output folder.
+
+    The configuration is ``params/<study>/<profile>.yaml`` with ``overrides`` (``{section: {key: value}}``,
+    as papermill injects them from :func:`seglib.report.notebooks.notebook_parameters`, or as a user
+    writes them in the parameters cell) merged over it, validated. ``output_dir`` defaults to
+    ``build/executed/<study>``.
+    """
+    from seglib.config import resolve
+
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of sections, e.g. {{'train': {{'epochs': 3}}}}, or None; "
+                        f"got {type(overrides).__name__}: {overrides!r}")
+    if "profile" in (overrides or {}):
+        raise ValueError("overrides: the profile is the parameter 'profile', not a key of 'overrides'.")
+    cfg = resolve(study, {"profile": profile, **(overrides or {})}, source="notebook parameters")
     p = find_paths()
     out = Path(output_dir) if output_dir else p.results(cfg.study)
     out.mkdir(parents=True, exist_ok=True)
