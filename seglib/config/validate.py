@@ -159,7 +159,12 @@ def build_section(cls, values: dict, where: str):
         raise ConfigError(f"{where} = {values!r}: expected a mapping of keys to values.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    from seglib.config.schema import REMOVED_KEYS
+
     for key in values:
+        if f"{where}.{key}" in REMOVED_KEYS:
+            raise ConfigError(f"'{where}.{key}' was removed: {REMOVED_KEYS[f'{where}.{key}']}. Delete it from "
+                              f"the parameters.")
         if key not in fields:
             raise ConfigError(
                 f"unknown key '{where}.{key}'.{suggest(key, fields)} Allowed keys in '{where}': "

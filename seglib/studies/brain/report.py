@@ -176,8 +176,9 @@ def per_volume(grid, name: str | None = None) -> pd.Series:
     return cases[cases["config"] == name].groupby("case_id")["dice"].mean()
 
 
-def examples(grid, name: str | None = None, seed: int | None = None) -> list[dict]:
-    """C5: the stored example slices of one run (image FLAIR channel, truth, prediction)."""
+def examples(grid, name: str | None = None, seed: int | None = None, n: int | None = None) -> list[dict]:
+    """C5: the stored example slices of one run (image FLAIR channel, truth, prediction); the first ``n``
+    (``settings.n_examples``) of the ones the run stored, all when ``n`` is None."""
     runs = with_names(grid.runs)
     name = name or baseline_name()
     sub = runs[runs["name"] == name]
@@ -191,7 +192,7 @@ def examples(grid, name: str | None = None, seed: int | None = None) -> list[dic
         items.append({"image": img[1] if img.ndim == 3 and img.shape[0] > 1 else img.reshape(img.shape[-2:]),
                       "truth": truth, "pred": np.asarray(preds[k]),
                       "label": f"{s}: tumour {int(truth.sum())} px"})
-    return items
+    return items[:n]
 
 
 def named_history(grid) -> pd.DataFrame:
