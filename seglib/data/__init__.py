@@ -1,4 +1,6 @@
-"""Dataset readers: one entry point, ``load_cases``, returning ``Case`` records.
+"""Data: the dataset readers (``readers``, one entry point ``load_cases`` returning ``Case`` records), the
+phantoms in each dataset's layout (``phantoms``), sampling (``sampling``), preprocessing, augmentation,
+splits, integrity checks, the channels table and the array cache.
 
 >>> cases = load_cases("isles22", "../shared/data/isles22")      # doctest: +SKIP
 >>> trainable = with_masks(cases)                                 # doctest: +SKIP
