@@ -1,9 +1,9 @@
 """``seglib predict``: apply a trained run to a dataset folder of the same kind.
 
 The run folder (``build/runs/<study>/<key>``) holds the resolved configuration and the best
-checkpoint. Every case of the folder is preprocessed as in training, predicted (3D: MONAI's
-sliding-window inference; 2D: slice by slice), mapped back onto the case's own grid and written in
-the dataset's own format (NIfTI with the image's affine; LGG: ``<slice>_mask.tif`` beside a copy of
+checkpoint. Every case of the folder is preprocessed as in training and predicted by the study's own
+``predict_case`` (the prediction of its evaluation: the 3D sliding window with Gaussian weighting, 2D slice by
+slice, autocast), mapped back onto the case's own grid and written in the dataset's own format (NIfTI with the image's affine; LGG: ``<slice>_mask.tif`` beside a copy of
 the folder layout). Where the folder has masks, per-case metrics go to ``metrics.csv`` and their
 mean and median to ``summary.json``.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+from seglib.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,63 +105,17 @@ def check_out(out: Path, data_dir: Path, run_dir: Path, runs_root: Path | None =
                          f"or leave --out out to write under build/predictions/.")
 
 
-def _probabilities(model, x: torch.Tensor, device, spatial_dims: int, roi=None) -> np.ndarray:
-    from monai.inferers import sliding_window_inference
+def predict_case(study: str, cell: dict, model, case, device, precision: str = "fp32") -> np.ndarray:
+    """The binary prediction of ``case`` on its own grid (``case.image.shape[1:]``): the study's own
+    ``predict_case`` (:mod:`seglib.studies.<study>.data`), the prediction its evaluation makes
+    (preprocessing, sliding window and its weighting, autocast, threshold)."""
+    from seglib.studies.pipeline import study_module
 
-    with torch.no_grad():
-        x = x.to(device)
-        if spatial_dims == 3:
-            roi = roi or tuple(x.shape[2:])
-            logits = sliding_window_inference(x, roi_size=roi, sw_batch_size=1, predictor=model, overlap=0.25)
-        else:
-            logits = torch.cat([model(x[i:i + 16]) for i in range(0, len(x), 16)])
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-
-def _resize(prob: np.ndarray, shape) -> np.ndarray:
-    from seglib.data.preprocess import resize_volume
-
-    return resize_volume(prob[None].astype(np.float32), tuple(int(s) for s in shape), "linear")[0]
-
-
-def predict_case(study: str, cell: dict, model, case, device) -> np.ndarray:
-    """The binary prediction of ``case`` on its own grid (``case.image.shape[1:]``)."""
-    from seglib.data.preprocess import buda_preprocess, extract_slices, preprocess_volume
-
-    d, thr = cell["data"], cell["train"]["threshold"]
-    shape = case.image.shape[1:]
-    if study == "stroke":
-        pre = preprocess_volume(case, d["size"], zscore=d["normalize"] == "zscore")
-        roi = (d["patch_size"],) * 3 if d.get("patch_size") and d["sampler"] != "none" else None
-        prob = _probabilities(model, torch.from_numpy(pre["image"])[None], device, 3, roi)[0, 0]
-        return (_resize(prob, shape) >= thr).astype(np.uint8)
-    if study == "prostate":
-        norm = "slice" if d["normalize"] == "minmax" else None
-        dummy = type(case)(case.id, case.image, np.zeros(shape, np.uint8), case.spacing)
-        sl = extract_slices([dummy], d["size"], normalise=norm)
-        prob = _probabilities(model, torch.from_numpy(sl["image"]), device, 2)[:, 0]  # (Z, S, S)
-        vol = np.stack([_resize(p, shape[:2]) for p in prob], axis=-1)
-        return (vol >= thr).astype(np.uint8)
-    if study == "brain":
-        if d["normalize"] != "buda":
-            dummy = type(case)(case.id, case.image, np.zeros(shape, np.uint8), case.spacing)
-            sl = extract_slices([dummy], d["size"], normalise=None)
-            prob = _probabilities(model, torch.from_numpy(sl["image"]), device, 2)[:, 0]
-            return (np.stack([_resize(p, shape[:2]) for p in prob], axis=-1) >= thr).astype(np.uint8)
-        dummy = type(case)(case.id, case.image, np.zeros(shape, np.uint8), case.spacing)
-        pre = buda_preprocess(dummy, d["size"])
-        x = torch.from_numpy(np.ascontiguousarray(pre["image"].transpose(3, 0, 1, 2)))
-        prob = _probabilities(model, x, device, 2)[:, 0]  # (S', size, size)
-        h0, h1, w0, w1 = (int(v) for v in pre["bbox"])
-        side = max(h1 - h0, w1 - w0)
-        out = np.zeros(shape, np.uint8)
-        for p, z in zip(prob, pre["slices"]):
-            sq = _resize(p, (side, side))
-            ph, pw = side - (h1 - h0), side - (w1 - w0)
-            sq = sq[ph // 2: ph // 2 + (h1 - h0), pw // 2: pw // 2 + (w1 - w0)]  # undo the square padding
-            out[h0:h1, w0:w1, int(z)] = (sq >= thr).astype(np.uint8)
-        return out
-    raise ValueError(f"unknown study {study!r} in the run's config")
+    try:
+        module = study_module(study)
+    except ModuleNotFoundError:
+        raise ValueError(f"unknown study {study!r} in the run's config") from None
+    return module.predict_case(model, case, cell, device, precision)
 
 
 def write_mask(dataset: str, case, mask: np.ndarray, out: Path) -> list[Path]:
@@ -199,7 +155,7 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     from seglib.data import load_cases
     from seglib.report.notebooks import paths
     from seglib.eval.metrics import case_metrics
-    from seglib.train.device import resolve_device
+    from seglib.train.device import resolve_device, resolve_precision
 
     run_dir = Path(run_dir)
     meta = check_run(run_dir)
@@ -221,13 +177,14 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     study, cell, model, epoch = load_run(run_dir)
     dataset = cell["data"]["dataset"]
     dev = resolve_device(device)
+    precision = resolve_precision(cell["train"]["precision"], dev)
     model.to(dev)
     channels = cell["data"].get("channels")
     cases = load_cases(dataset, data_dir, channels=list(channels) if channels else None)
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], 0
     for case in cases:
-        mask = predict_case(study, cell, model, case, dev)
+        mask = predict_case(study, cell, model, case, dev, precision)
         written += len(write_mask(dataset, case, mask, out))
         if case.mask is not None:
             rows.append({"case_id": case.id, **case_metrics(mask, case.mask, spacing=case.spacing)})
@@ -240,5 +197,5 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
         for m in ("dice", "precision", "recall", "hd95"):
             summary[f"{m}_mean"] = float(np.nanmean(df[m])) if df[m].notna().any() else None
             summary[f"{m}_median"] = float(np.nanmedian(df[m])) if df[m].notna().any() else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "summary.json", summary)
     return summary

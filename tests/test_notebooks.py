@@ -14,9 +14,9 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from seglib.config import STUDIES
+from seglib.config import STUDIES, load
+from seglib.report.notebooks import notebook_parameters
 from seglib.report.crossref import split_cell_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +44,18 @@ def test_notebook_conventions(study):
     nb = notebook(study)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged 'parameters'"
-    # the parameters cell holds only literal assignments, equal to the quick profile
+    # the parameters cell holds only what papermill injects, as literal assignments: the quick profile
+    # as written (the profile file is the one place of its values), no overrides, the default output folder
     values = {}
     for stmt in ast.parse(code[0].source).body:
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)[:80]
         values[stmt.targets[0].id] = ast.literal_eval(stmt.value)
-    quick = yaml.safe_load((REPO / "params" / study / "quick.yaml").read_text())
-    for key, value in quick.items():
-        assert values[key] == value, f"{study}: parameters cell's {key} differs from params/{study}/quick.yaml"
-    assert values["output_dir"] is None
+    assert values == {"profile": "quick", "overrides": None, "output_dir": None}
+    injected = notebook_parameters(load(study, REPO / "params" / study / "quick.yaml"), Path("out"))
+    assert set(injected) == set(values), "papermill injects exactly the parameters cell's names"
+    # the first cell after the parameters resolves the configuration, once, in open_study
+    assert f'open_study("{study}", profile, overrides, output_dir)' in code[1].source
+    assert "resolve(" not in "".join(c.source for c in code[1:])
     for cell in code:
         assert not cell.outputs, "outputs are committed"
         tree = ast.parse("\n".join(ln for ln in cell.source.splitlines() if not ln.startswith("%")))
@@ -219,3 +222,16 @@ def test_smoke_results_are_the_pinned_ones(smoke_build):
     got = observed(p.build)
     diffs = {s: differences(expected[s], got[s]) for s in expected}
     assert not any(diffs.values()), "\n".join(d for s in diffs for d in [f"[{s}]", *diffs[s][:20]])
+
+
+def test_open_study_resolves_the_configuration_seglib_run_validated(tmp_path):
+    """The notebook resolves its configuration once, in ``open_study``: from what papermill injects it gets
+    the configuration ``seglib run`` validated; run interactively (no injection), the quick profile."""
+    from seglib.studies.session import open_study
+
+    cfg = load("prostate", REPO / "params" / "prostate" / "smoke.yaml", ["train.epochs=1"])
+    assert open_study("prostate", **notebook_parameters(cfg, tmp_path / "a")).cfg.hash == cfg.hash
+    quick = load("prostate", REPO / "params" / "prostate" / "quick.yaml")
+    assert open_study("prostate", output_dir=tmp_path / "b").cfg.hash == quick.hash
+    with pytest.raises(TypeError, match="overrides must be a dict of sections"):
+        open_study("prostate", "quick", ["train.epochs=1"], tmp_path / "c")

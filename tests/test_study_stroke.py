@@ -28,7 +28,7 @@ def prepared(tmp_path_factory):
 
 def _data_cfg(**kw):
     d = {"size": 8, "mask_interp": "nearest", "normalize": "none", "channels": ["dwi", "adc"], "sampler": "none",
-         "patch_size": None, "threshold": 0.4, "samples_per_epoch": None}
+         "patch_size": None, "sampler_threshold": 0.4, "samples_per_epoch": None}
     d.update(kw)
     return d
 

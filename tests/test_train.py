@@ -325,7 +325,7 @@ def test_pooled_dice_pools_counts_over_batches():
     assert d.reduce([d(logits, torch.tensor([[[1, 1]]]))])["dice"] == pytest.approx(2 / 3)
 
 
-def test_make_loader_orders_by_generator_and_weights():
+def test_make_loader_orders_by_generator():
     ds = TensorDataset(torch.arange(10.0))
     order = lambda ld: torch.cat([b[0] for b in ld]).tolist()  # noqa: E731
     a, b = make_loader(ds, 3, True, seed=4), make_loader(ds, 3, True, seed=4)
@@ -333,11 +333,7 @@ def test_make_loader_orders_by_generator_and_weights():
     R.reseed_loader(a, 1, 2), R.reseed_loader(b, 1, 2)
     assert order(a) == order(b)
     assert order(make_loader(ds, 3, False, seed=4)) == list(range(10))
-    w = make_loader(ds, 5, True, seed=0, weights=[0] * 9 + [1])  # all weight on the last item
-    assert order(w) == [9.0] * 10
     assert make_loader(ds, 2, True, 0, num_workers=2).worker_init_fn is R.seed_worker
-    with pytest.raises(ValueError, match="weights must be one per dataset item"):
-        make_loader(ds, 2, True, 0, weights=[1, 2])
 
 
 def test_rng_state_round_trips_through_weights_only_load(tmp_path):

@@ -8,7 +8,7 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-from seglib.config.schema import DOWNLOAD_HELP, SECTIONS, StrokeSettings, StudyConfig
+from seglib.config.schema import DOWNLOAD_HELP, SECTIONS, STUDY_DATA_OPTIONS, StrokeSettings, StudyConfig
 from seglib.config.validate import (
     ConfigError,
     _coerce,
@@ -55,8 +55,8 @@ def _hint(sec: str, key: str):
 
 def monitor_options() -> tuple[str, ...]:
     """What ``fit`` measures each epoch and may monitor: ``train_loss``, ``val_loss`` and ``val_<metric>``
-    for each key of the training metric (the default metric, :class:`seglib.train.settings.PooledDice`)."""
-    from seglib.train.settings import PooledDice
+    for each key of the training metric (the default metric, :class:`seglib.eval.metrics.PooledDice`)."""
+    from seglib.eval.metrics import PooledDice
 
     metric = PooledDice()
     keys = metric.reduce([{"tp": 1.0, "fp": 0.0, "fn": 0.0}])
@@ -81,6 +81,10 @@ def _check_cell(study: str, cell: dict) -> None:
     d, m, t = cell["data"], cell["model"], cell["train"]
     if d.patch_size is not None and d.patch_size > d.size:
         raise ConfigError(f"data.patch_size = {d.patch_size}: cannot be larger than data.size = {d.size}.")
+    for key, (offered, why) in STUDY_DATA_OPTIONS[study].items():
+        if getattr(d, key) not in offered:
+            raise ConfigError(f"data.{key} = {getattr(d, key)!r}: study '{study}' {why}; allowed: "
+                              f"{', '.join(repr(v) for v in offered)}.")
     if m.name == "unetpp" and len(m.features) != 5:
         raise ConfigError(f"model.features = {list(m.features)}: model 'unetpp' (MONAI BasicUNetPlusPlus) needs "
                           f"exactly 5 widths, one per level.")

@@ -22,7 +22,8 @@ from seglib.hashing import stable_hash
 
 STUDIES = ("stroke", "prostate", "brain")
 PROFILES = ("smoke", "quick", "full")
-LOSS_NAMES = (
+#: the names of seglib.nn.losses.LOSSES a config may choose (loss.name)
+LOSS_CHOICES = (
     "bce", "dice", "dice_bce", "tversky", "gdl_ce", "gdl_ce_as_published", "log_cosh_dice", "shape_aware",
 )
 
@@ -48,7 +49,7 @@ class DataConfig:
     n_val: Optional[int] = field(default=None, metadata=_rng(1))
     sampler: Literal["none", "rejection", "lesion_aware"] = "none"
     patch_size: Optional[int] = field(default=None, metadata=_rng(4, 1024))
-    threshold: float = field(default=0.4, metadata=_rng(0, 1))
+    sampler_threshold: float = field(default=0.4, metadata=_rng(0, 1))  # lesion fraction a patch must hold
     samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
     slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
     augment: bool = False
@@ -68,7 +69,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: Literal[LOSS_NAMES] = "dice"  # type: ignore[valid-type]
+    name: Literal[LOSS_CHOICES] = "dice"  # type: ignore[valid-type]
     alpha: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false positives
     beta: Optional[float] = field(default=None, metadata=_rng(0, 1))  # Tversky: weight of false negatives (1 - alpha)
     batch: bool = True  # soft Dice pooled over the batch, as the seeds' code did
@@ -114,14 +115,30 @@ class StrokeSettings:
 
 @dataclass(frozen=True)
 class ProstateSettings:
-    example_case: Optional[str] = None  # B5: None picks the held-out case with the largest gland
-    example_slice: Optional[int] = None
+    """Study B has no settings of its own (B5's slice is the held-out slice with the largest gland)."""
 
 
 @dataclass(frozen=True)
 class BrainSettings:
-    largest_component: bool = False  # post-processing of the per-volume DSC (optional in Buda's code)
-    n_examples: int = field(default=4, metadata=_rng(1, 16))
+    n_examples: int = field(default=4, metadata=_rng(1, 4))  # C5: example slices shown (of the 4 each run stores)
+
+
+#: keys that were validated and then ignored, removed: where.key → why (an error names it if a file still has it)
+REMOVED_KEYS = {
+    "settings.largest_component": "no evaluation applied it; the per-volume DSC is that of the raw prediction",
+    "settings.example_case": "B5 shows the held-out slice with the largest gland, chosen when the run is evaluated",
+    "settings.example_slice": "B5 shows the held-out slice with the largest gland, chosen when the run is evaluated",
+}
+
+#: the data options each study uses: study → key → (the values it offers, why others are refused)
+STUDY_DATA_OPTIONS = {
+    "stroke": {"augment": ((False,), "trains without augmentation (as published)"),
+               "split": (("patient",), "splits by patient (3D volumes have no slice split)"),
+               "normalize": (("none", "zscore"), "offers no normalisation (as published) or a per-channel z-score")},
+    "prostate": {"normalize": (("none", "minmax"), "offers min-max per slice (as published) or none")},
+    "brain": {"normalize": (("none", "buda"), "offers Buda's per-volume preprocessing or none"),
+              "split": (("patient",), "splits by patient (Buda et al.)")},
+}
 
 
 EXECUTORS = ("local", "dask", "slurm")

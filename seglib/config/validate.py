@@ -15,6 +15,7 @@ from typing import Literal, Union
 
 import yaml
 
+from seglib.dotted import nested
 from seglib.registry import suggest
 
 
@@ -158,7 +159,12 @@ def build_section(cls, values: dict, where: str):
         raise ConfigError(f"{where} = {values!r}: expected a mapping of keys to values.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    from seglib.config.schema import REMOVED_KEYS
+
     for key in values:
+        if f"{where}.{key}" in REMOVED_KEYS:
+            raise ConfigError(f"'{where}.{key}' was removed: {REMOVED_KEYS[f'{where}.{key}']}. Delete it from "
+                              f"the parameters.")
         if key not in fields:
             raise ConfigError(
                 f"unknown key '{where}.{key}'.{suggest(key, fields)} Allowed keys in '{where}': "
@@ -201,10 +207,4 @@ def parse_assignment(text: str) -> dict:
         raise ConfigError(f"-p {text!r}: expected key=value, e.g. -p train.epochs=3")
     key, raw = text.split("=", 1)
     value = load_yaml(raw, f"-p {text}") if raw.strip() else None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return out
+    return nested(key, value)

@@ -1,4 +1,6 @@
-"""Dataset readers: one entry point, ``load_cases``, returning ``Case`` records.
+"""Data: the dataset readers (``readers``, one entry point ``load_cases`` returning ``Case`` records), the
+phantoms in each dataset's layout (``phantoms``), sampling (``sampling``), preprocessing, augmentation,
+splits, integrity checks, the channels table and the array cache.
 
 >>> cases = load_cases("isles22", "../shared/data/isles22")      # doctest: +SKIP
 >>> trainable = with_masks(cases)                                 # doctest: +SKIP
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from seglib.data.case import Case
+from seglib.data.channels import CHANNELS, DEFAULT_CHANNELS, channels_of
 from seglib.registry import look_up
 
 log = logging.getLogger(__name__)
@@ -52,13 +55,6 @@ READERS: dict[str, Callable[..., list[Case]]] = {
     "lgg": _lgg,
 }
 
-#: the input channels each dataset offers (first entries are the defaults)
-CHANNELS: dict[str, tuple[str, ...]] = {
-    "isles22": ("dwi", "adc", "flair"),
-    "atlas2": ("t1w",),
-    "prostatex": ("t2",),
-    "lgg": ("pre_contrast", "flair", "post_contrast"),
-}
 
 
 def load_cases(
@@ -75,8 +71,7 @@ def load_cases(
         dataset: one of ``READERS`` (``"isles22"``, ``"atlas2"``, ``"prostatex"``, ``"lgg"``).
         root: the dataset folder in its own on-disk layout (see each reader).
         channels: input channels, in order (``None``: the dataset's default,
-            ISLES ``["dwi", "adc"]``, ATLAS ``["t1w"]``, PROSTATEx ``["t2"]``,
-            LGG all three).
+            :data:`seglib.data.channels.DEFAULT_CHANNELS`).
         ids: read only these case ids (others are not opened).
         verify: run ``verify_integrity`` on the result (cheap; on by default).
 
@@ -115,4 +110,4 @@ def verify_integrity(cases: Iterable[Case]) -> None:
     _verify(cases)
 
 
-__all__ = ["CHANNELS", "Case", "READERS", "load_cases", "verify_integrity", "with_masks"]
+__all__ = ["CHANNELS", "DEFAULT_CHANNELS", "Case", "channels_of", "READERS", "load_cases", "verify_integrity", "with_masks"]

@@ -13,10 +13,7 @@ cache file is rebuilt with a warning. NumPy's ``.npz`` does the storage.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from seglib.data.case import Case
-from seglib.hashing import canonical_json, stable_hash
+from seglib.hashing import stable_hash
+from seglib.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +115,7 @@ def cached_arrays(
     for name, a in arrays.items():
         if a.dtype == object:
             raise TypeError(f"Array {name!r} has dtype object; the cache stores plain arrays only.")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{digest}.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    meta = cache_dir / f"{digest}.json"
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{digest}.", suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(json.loads(canonical_json(key)), indent=1, sort_keys=True))
-    os.replace(tmp, meta)
+    atomic_write(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
+    atomic_write_json(cache_dir / f"{digest}.json", key, indent=1, sort_keys=True, nonfinite="repr")
     log.info("cached %s (%s)", path, ", ".join(f"{k}{tuple(v.shape)}" for k, v in arrays.items()))
     return arrays

@@ -33,7 +33,3 @@ class Case:
     paths: dict[str, Path] = field(default_factory=dict)
     affine: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def has_mask(self) -> bool:
-        return self.mask is not None

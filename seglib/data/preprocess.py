@@ -313,3 +313,8 @@ def stack_volumes(items: Sequence[dict[str, np.ndarray]], ids: Sequence[str]) ->
         "patient": np.concatenate([np.full(it["image"].shape[-1], pid) for it, pid in zip(items, ids)]),
         "slice": np.concatenate([it["slices"] for it in items]),
     }
+
+
+def resize_probabilities(prob: np.ndarray, shape) -> np.ndarray:
+    """A probability map (2D or 3D) resized (linear) onto ``shape``: a prediction mapped back onto the case's grid."""
+    return resize_volume(prob[None].astype(np.float32), tuple(int(s) for s in shape), "linear")[0]

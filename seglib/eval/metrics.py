@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-__all__ = ["OVERLAP_METRICS", "CASE_METRICS", "aggregate", "as_mask", "case_metrics",
-           "confusion_counts", "evaluate_cases", "hd95", "largest_connected_component",
-           "lesion_f1", "pooled_metrics", "volume_metrics"]
+__all__ = ["OVERLAP_METRICS", "CASE_METRICS", "PooledDice", "aggregate", "as_mask", "case_metrics",
+           "confusion_counts", "dice_from_counts", "evaluate_cases", "hd95", "largest_connected_component",
+           "lesion_f1", "mean_reduce", "overlap_from_counts", "pooled_metrics", "volume_metrics"]
 
 OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "f1")
 CASE_METRICS = (*OVERLAP_METRICS, "hd95", "volume_diff", "lesion_f1")
@@ -66,6 +66,13 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
+def dice_from_counts(tp: float, fp: float, fn: float) -> float:
+    """``Dice = 2tp / (2tp + fp + fn)`` (Dice 1945); NaN when ``tp + fp + fn == 0`` (the module's policy)."""
+    if tp + fp + fn == 0:
+        return float("nan")
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
 def overlap_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
     """Dice, IoU, precision, recall, F1 from counts (NaN for all when tp+fp+fn == 0).
 
@@ -77,7 +84,7 @@ def overlap_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
         return dict.fromkeys(OVERLAP_METRICS, float("nan"))
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+        "dice": dice_from_counts(tp, fp, fn),
         "iou": _ratio(tp, tp + fp + fn),
         "precision": precision,
         "recall": recall,
@@ -212,6 +219,45 @@ def volume_metrics(slice_preds: Sequence, slice_truths: Sequence, case_ids: Sequ
 def pooled_metrics(tp: float, fp: float, fn: float) -> dict[str, float]:
     """Dice, IoU, precision, recall, F1 of summed counts (pooled over cases)."""
     return overlap_from_counts(tp, fp, fn)
+
+
+class PooledDice:
+    """Hard Dice pooled over the whole validation set: the default metric of ``seglib.train.fit``.
+
+    ``Dice = 2·TP / (2·TP + FP + FN)`` (:func:`dice_from_counts`) with TP, FP, FN summed over every
+    pixel/voxel of every batch (pooled, not a mean of per-batch or per-case values). The prediction is
+    ``logits > threshold`` (threshold 0 on logits = probability 0.5) for one output channel; for several
+    channels, foreground = argmax ≠ 0 (target one-hot with the same channels, or class indices in one
+    channel). Empty set (TP + FP + FN = 0): NaN. Called per batch it returns counts; ``reduce`` turns
+    the list of counts into ``{"dice"}``.
+    """
+
+    def __init__(self, threshold: float = 0.0, name: str = "dice") -> None:
+        self.threshold = threshold
+        self.name = name
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        if logits.shape[1] == 1:
+            pred = logits > self.threshold
+            truth = target > 0.5
+        else:
+            pred = logits.argmax(1, keepdim=True) != 0
+            truth = (target.argmax(1, keepdim=True) if target.shape[1] == logits.shape[1] else target) != 0
+        truth = truth.reshape(pred.shape)
+        tp = (pred & truth).sum().item()
+        return {"tp": float(tp), "fp": float(pred.sum().item() - tp), "fn": float(truth.sum().item() - tp)}
+
+    def reduce(self, batches: list[dict[str, float]], sizes: list[int] | None = None) -> dict[str, float]:
+        tp, fp, fn = (sum(b[k] for b in batches) for k in ("tp", "fp", "fn"))
+        return {self.name: dice_from_counts(tp, fp, fn)}
+
+
+def mean_reduce(batches: list[dict[str, float]], sizes: list[int]) -> dict[str, float]:
+    """Mean of per-batch metric values weighted by batch size (each sample counts once)."""
+    if not batches:
+        return {}
+    n = sum(sizes)
+    return {k: sum(float(b[k]) * s for b, s in zip(batches, sizes)) / n for k in batches[0]}
 
 
 def aggregate(df: pd.DataFrame) -> dict[str, float]:

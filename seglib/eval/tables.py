@@ -6,14 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.eval.metrics import pooled_metrics
 from seglib.eval.stats import compare_to_baseline, format_mean_ci, mean_ci
 
 N_RESAMPLES = 2000  # bootstrap resamples (percentile method) behind every CI in the report
-
-
-def seed_means(cases: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean over cases of ``metric`` for every (config, seed): one number per run."""
-    return cases.groupby(["config", "seed"], sort=False)[metric].mean().reset_index()
 
 
 def summary(cases: pd.DataFrame, metrics, order=None, over: str = "seeds") -> pd.DataFrame:
@@ -80,25 +76,10 @@ def pooled_vs_per_case(cases: pd.DataFrame, order=None) -> pd.DataFrame:
     rows = []
     for config in order:
         sub = cases[cases["config"] == config]
-        tp, fp, fn = (float(sub[k].sum()) for k in ("tp", "fp", "fn"))
-        pooled_dice = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else np.nan
-        precision = tp / (tp + fp) if tp + fp else np.nan
-        recall = tp / (tp + fn) if tp + fn else np.nan
-        pooled_f1 = 2 * precision * recall / (precision + recall) if precision + recall else np.nan
+        pooled = pooled_metrics(*(float(sub[k].sum()) for k in ("tp", "fp", "fn")))
         rows.append({"configuration": config, "dice (mean per case)": sub["dice"].mean(),
-                     "f1 (mean per case)": sub["f1"].mean(), "dice (pooled)": pooled_dice,
-                     "f1 (pooled)": pooled_f1, "precision (pooled)": precision, "recall (pooled)": recall})
+                     "f1 (mean per case)": sub["f1"].mean(), "dice (pooled)": pooled["dice"],
+                     "f1 (pooled)": pooled["f1"], "precision (pooled)": pooled["precision"],
+                     "recall (pooled)": pooled["recall"]})
     return pd.DataFrame(rows)
 
-
-def mark_best(df: pd.DataFrame, columns, higher_is_better: bool = True) -> pd.DataFrame:
-    """A copy of ``df`` whose best value in each column is marked with a trailing " *"."""
-    out = df.copy()
-    for col in columns:
-        values = pd.to_numeric(df[col], errors="coerce")
-        if values.notna().any():
-            best = values.idxmax() if higher_is_better else values.idxmin()
-            out[col] = out[col].astype(object)
-            out.loc[best, col] = f"{df.loc[best, col]:.5f} *" if isinstance(df.loc[best, col], float) else \
-                f"{df.loc[best, col]} *"
-    return out

@@ -32,7 +32,7 @@ from seglib.nn.blocks import (
     pad_to_multiple,
     pointwise,
 )
-from seglib.registry import build, look_up, parameters
+from seglib.registry import build
 
 __all__ = ["MODELS", "UNet", "UNetPlusPlus", "build_model", "count_parameters"]
 
@@ -198,11 +198,6 @@ class UNetPlusPlus(nn.Module):
 
 
 MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "unetpp": UNetPlusPlus}
-
-
-def model_parameters(name: str) -> list[str]:
-    """Names of the keyword parameters accepted by ``build_model(name, ...)``."""
-    return parameters(look_up(name, MODELS, "model"))
 
 
 def build_model(name: str, **params) -> nn.Module:

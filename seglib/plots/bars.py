@@ -5,10 +5,12 @@ bars, paired scatter plots.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -116,7 +118,7 @@ def metric_bars(summary: pd.DataFrame, metrics: Sequence[str] = ("dice", "f1"), 
 @styled
 def per_case_distribution(cases: pd.DataFrame, metric: str = "dice", order=None, kind: str = "box",
                           colors: Mapping | None = None, rng: np.random.Generator | None = None):
-    """A6: per-case distribution of ``metric`` per config: box (or none) plus jittered points.
+    """A6: per-case distribution of ``metric`` per config: box (seaborn's ``boxplot``; or none) plus jittered points.
 
     Seeds are told apart by marker (legend when several). ``kind``: ``"box"`` or ``"strip"``
     (points and a black bar at the mean). ``rng`` drives the jitter (default: a fixed generator,
@@ -136,10 +138,11 @@ def per_case_distribution(cases: pd.DataFrame, metric: str = "dice", order=None,
     groups = {c: d.loc[d["config"] == c, metric].to_numpy(float) for c in configs}
     filled = [c for c in configs if groups[c].size]
     if kind == "box" and filled:
-        bp = ax.boxplot([groups[c] for c in filled], positions=[pos[c] for c in filled], widths=0.55,
-                        showfliers=False, patch_artist=True, medianprops={"color": "black"})
-        for patch, c in zip(bp["boxes"], filled):
-            patch.set(facecolor=ccol[c], alpha=0.35, edgecolor="#333333")
+        with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated ``vert`` itself
+            warnings.filterwarnings("ignore", message=".*vert: bool was deprecated", category=DeprecationWarning)
+            sns.boxplot(data=d, x="config", y=metric, order=configs, hue="config", hue_order=configs,
+                        palette=ccol, width=0.55, showfliers=False, legend=False, ax=ax,
+                        medianprops={"color": "black"}, boxprops={"alpha": 0.35, "edgecolor": "#333333"})
     elif filled:
         ax.hlines([groups[c].mean() for c in filled], [pos[c] - 0.3 for c in filled],
                   [pos[c] + 0.3 for c in filled], colors="black", linewidth=2)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 
@@ -32,30 +33,33 @@ logger = logging.getLogger(__name__)
 DARK_RED = "#67000D"  # α = β = 0.5 (Dice) in B3, after the seed's Fig. 3
 
 
-def _band(group, band: str):
-    """Lower/upper band of a per-epoch groupby over seeds: min–max or a t-based 95 % CI."""
-    if band == "minmax":
-        return group.min().to_numpy(float), group.max().to_numpy(float)
+def _t_interval(values) -> tuple[float, float]:
+    """The t-based 95 % CI of the mean of ``values`` (the seeds' values at one epoch)."""
     from scipy import stats as sstats  # noqa: PLC0415 (scipy.stats is slow to import; only the CI needs it)
 
-    mean, sd, n = group.mean().to_numpy(float), group.std().to_numpy(float), group.count().to_numpy(float)
+    v = np.asarray(values, float)
+    mean, sd, n = v.mean(), v.std(ddof=1), len(v)
     with np.errstate(invalid="ignore", divide="ignore"):
         half = sstats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
     return mean - half, mean + half
+
+
+#: ``band`` → seaborn's ``errorbar``: the range over seeds (the 100 % percentile interval) or the t-based CI
+BANDS = {"minmax": ("pi", 100), "ci": _t_interval}
 
 
 @styled
 def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_loss"),
                     hue: str = "config", facet: str | None = None, band: str | None = "minmax",
                     colors: Mapping | None = None):
-    """Mean over seeds per epoch with a shaded band; one panel per metric, one row per ``facet`` value.
+    """Mean over seeds per epoch with a shaded band (seaborn's ``lineplot``); one panel per metric, one row
+    per ``facet`` value.
 
     ``band``: ``"minmax"`` (range over seeds), ``"ci"`` (t-based 95 % CI of the mean) or ``None``.
     Metrics absent from ``history`` (or all NaN) are skipped with a log message (A3, B2, C3).
     """
     require_columns(history, ["epoch", hue] + ([facet] if facet else []), "training_curves")
-    if band is not None:
-        look_up(band, {"minmax": 1, "ci": 1}, "band")
+    errorbar = look_up(band, BANDS, "band") if band is not None else None
     present = [m for m in metrics if m in history.columns and history[m].notna().any()]
     if len(present) < len(metrics):
         logger.info("training_curves: no data for %s; panel(s) skipped", sorted(set(metrics) - set(present)))
@@ -74,15 +78,11 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss
                 d = sub.loc[sub[hue] == h, ["epoch", metric]].dropna()
                 if d.empty:
                     continue
-                g = d.groupby("epoch")[metric]
-                x = np.asarray(sorted(d["epoch"].unique()), float)
-                ax.plot(x, g.mean().to_numpy(float), color=cmap[h], label=str(h))
-                if band is not None and g.count().max() > 1:
-                    lo, hi = _band(g, band)
-                    ax.fill_between(x, lo, hi, color=cmap[h], alpha=0.18, linewidth=0)
+                spread = errorbar is not None and d.groupby("epoch")[metric].count().max() > 1
+                sns.lineplot(data=d, x="epoch", y=metric, estimator="mean", errorbar=errorbar if spread else None,
+                             color=cmap[h], err_kws={"alpha": 0.18, "linewidth": 0}, legend=False, ax=ax)
             ax.set_ylabel(label(metric))
-            if r == len(rows) - 1:
-                ax.set_xlabel("epoch")
+            ax.set_xlabel("epoch" if r == len(rows) - 1 else "")
             if value is not None:
                 ax.set_title(f"{facet} = {value}")
     handles = [Line2D([], [], color=cmap[h]) for h in hues]

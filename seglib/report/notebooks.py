@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from seglib.config import STUDIES, StudyConfig, as_dict
+from seglib.io import atomic_write_json
 from seglib.paths import Paths, paths  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,16 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     return name
 
 
+#: the sections of a resolved configuration that papermill passes in ``overrides``
+OVERRIDE_SECTIONS = ("data", "model", "loss", "optim", "train", "settings", "grid", "seeds")
+
+
 def notebook_parameters(cfg: StudyConfig, output_dir: Path | None = None) -> dict:
-    """The parameters papermill injects: every section of the resolved config."""
+    """The parameters papermill injects into the parameters cell: ``profile``, ``overrides`` (every section
+    of the resolved config, so the notebook's :func:`~seglib.studies.session.open_study` resolves exactly
+    the configuration ``seglib run`` validated) and ``output_dir`` when given."""
     d = as_dict(cfg)
-    params = {k: d[k] for k in ("profile", "data", "model", "loss", "optim", "train", "settings", "grid", "seeds")}
+    params = {"profile": d["profile"], "overrides": {k: d[k] for k in OVERRIDE_SECTIONS}}
     if output_dir is not None:
         params["output_dir"] = str(output_dir)
     return params
@@ -196,7 +203,7 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
         _stamp_file(p, cfg.study).unlink(missing_ok=True)
         _publish(staged_nb, staged_results, out, p.results(cfg.study))
         shutil.rmtree(stage, ignore_errors=True)
-        _stamp_file(p, cfg.study).write_text(json.dumps(stamp(cfg, src), indent=1))
+        atomic_write_json(_stamp_file(p, cfg.study), stamp(cfg, src))
     return out
 
 

@@ -4,9 +4,10 @@ and the execution of a grid through the cache (``execute``)."""
 from seglib.runs.cache import (RunCache, RunNotDone, RunOutputs, RunResult, RunResults, ExecutionSummary, RunSpec,
                                environment)
 from seglib.runs.execute import Executor, LocalExecutor, execute, run_one
-from seglib.runs.grid import cell_label, expand_grid, grid_axes
+from seglib.runs.grid import axis_name, cell_label, expand_grid, grid_axes
 
 __all__ = [
     "RunSpec", "RunOutputs", "RunResult", "RunResults", "ExecutionSummary", "RunCache", "RunNotDone",
     "Executor", "LocalExecutor", "execute", "run_one", "environment", "expand_grid", "grid_axes", "cell_label",
+    "axis_name",
 ]

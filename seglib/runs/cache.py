@@ -37,7 +37,7 @@ import pandas as pd
 
 import seglib
 from seglib.hashing import canonical, stable_hash
-from seglib.io import atomic_write
+from seglib.io import atomic_write_bytes, json_text
 from seglib.runs.locks import FileLock
 
 logger = logging.getLogger(__name__)
@@ -139,12 +139,8 @@ class RunResults(list):
 
 
 # --------------------------------------------------------------------------- atomic files
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(canonical(obj), indent=2, sort_keys=True) + "\n").encode("utf-8")
+    return (json_text(obj, indent=2, sort_keys=True, nonfinite="repr") + "\n").encode("utf-8")
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
@@ -286,7 +282,7 @@ class RunCache:
         """Create the run folder (and ``checkpoints/``) and write ``config.json``."""
         d = self.run_dir(spec)
         (d / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / "config.json", _json_bytes({
+        atomic_write_bytes(d / "config.json", _json_bytes({
             "study": spec.study, "key": spec.key, "config": spec.config,
             "data_fingerprint": spec.data_fingerprint, "code_fingerprint": spec.code_fingerprint,
             "seglib_version": seglib.__version__}))
@@ -302,11 +298,11 @@ class RunCache:
         blobs = {"history.csv": _csv_bytes(outputs.history), "metrics.csv": _csv_bytes(outputs.metrics),
                  "predictions.npz": _npz_bytes(outputs.predictions), "provenance.json": _json_bytes(provenance)}
         for name, data in blobs.items():
-            _atomic_write(d / name, data)
+            atomic_write_bytes(d / name, data)
         # every file the run is read from afterwards, the best checkpoint (for ``seglib predict``) too
         kept = [*RESULT_FILES, *(f"{CHECKPOINTS}/{c}" for c in KEPT_CHECKPOINTS if (d / CHECKPOINTS / c).is_file())]
         files = {name: {"size": (d / name).stat().st_size, "sha256": _sha256(d / name)} for name in kept}
-        _atomic_write(d / DONE, _json_bytes({"files": files, "finished": provenance["ended"]}))
+        atomic_write_bytes(d / DONE, _json_bytes({"files": files, "finished": provenance["ended"]}))
         last = d / CHECKPOINTS / "last.pt"
         if last.exists():
             last.unlink()

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from seglib.runs.cache import RunCache, RunSpec
 from seglib.runs.execute import LOCKED

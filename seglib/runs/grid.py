@@ -12,31 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from seglib.hashing import canonical_json
-from seglib.registry import suggest
+from seglib.dotted import get_dotted, set_dotted
 
-__all__ = ["expand_grid", "grid_axes", "cell_label"]
-
-def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(prefix + k)
-        if isinstance(v, dict):
-            out.extend(_dotted_keys(v, prefix + k + "."))
-    return out
-
-
-def _set(cfg: dict[str, Any], dotted: str, value: Any, base: dict[str, Any], create: bool = False) -> None:
-    parts = dotted.split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if not isinstance(node, dict) or (part not in node and not create):
-            raise ValueError(f"Unknown grid key {dotted!r}: not in the base config."
-                             f"{suggest(dotted, _dotted_keys(base))}")
-        if last:
-            node[part] = copy.deepcopy(value)
-        else:
-            node = node.setdefault(part, {})
+__all__ = ["expand_grid", "grid_axes", "cell_label", "axis_name"]
 
 
 def expand_grid(base: dict[str, Any], grids: Sequence[dict[str, Sequence[Any]]],
@@ -62,14 +40,14 @@ def expand_grid(base: dict[str, Any], grids: Sequence[dict[str, Sequence[Any]]],
                 raise TypeError(f"grid values of {key!r} must be a list, got {values!r}")
             if len(values) == 0:
                 raise ValueError(f"grid key {key!r} has no values")
-            _set(copy.deepcopy(base), key, None, base)  # validate the key before expanding
+            set_dotted(copy.deepcopy(base), key, None, base)  # validate the key before expanding
         for combo in itertools.product(*grid.values()):
             for seed in (seeds or [None]):
                 cell = copy.deepcopy(base)
                 for key, value in zip(grid, combo):
-                    _set(cell, key, value, base)
+                    set_dotted(cell, key, value, base)
                 if seed is not None:
-                    _set(cell, "train.seed", int(seed), base, create=True)
+                    set_dotted(cell, "train.seed", int(seed), base, create=True)
                 tag = canonical_json(cell)
                 if tag not in seen:
                     seen.add(tag)
@@ -82,21 +60,19 @@ def grid_axes(grids: Sequence[dict[str, Sequence[Any]]]) -> list[str]:
     return list(dict.fromkeys(k for g in grids for k in g))
 
 
-def _get(cell: dict[str, Any], dotted: str) -> Any:
-    node: Any = cell
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ValueError(f"Unknown key {dotted!r} in the cell.{suggest(dotted, _dotted_keys(cell))}")
-        node = node[part]
-    return node
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (dict, list)):
         return canonical_json(v)
     return str(v)
+
+
+def axis_name(dotted: str) -> str:
+    """A grid axis's short name: its last dotted part ("loss.alpha" → "alpha"), or its parent when that part
+    is "name" ("loss.name" → "loss")."""
+    parts = dotted.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
 def cell_label(cell: dict[str, Any], axes: Sequence[str]) -> str:
@@ -106,10 +82,6 @@ def cell_label(cell: dict[str, Any], axes: Sequence[str]) -> str:
     when that part is "name" ("loss.name" → "loss"); names that would collide keep the
     full dotted key.
     """
-    def short(k: str) -> str:
-        parts = k.split(".")
-        return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
-    names = [short(k) for k in axes]
+    names = [axis_name(k) for k in axes]
     names = [k if names.count(n) > 1 else n for k, n in zip(axes, names)]
-    return ", ".join(f"{n}={_fmt(_get(cell, k))}" for n, k in zip(names, axes))
+    return ", ".join(f"{n}={_fmt(get_dotted(cell, k))}" for n, k in zip(names, axes))

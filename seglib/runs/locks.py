@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from seglib.io import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0
@@ -128,9 +130,7 @@ class FileLock:
                 return self._create(token)
             if not self.is_stale(holder):
                 return False
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{token[:8]}")
-            tmp.write_bytes(self._record(token))
-            os.replace(tmp, self.path)
+            atomic_write_bytes(self.path, self._record(token))
             msg = f"lock {self.path} of {describe(holder)} is stale (holder gone or silent for " \
                   f"{holder['heartbeat_age_s']:.0f} s): taken over"
             log.warning(msg)

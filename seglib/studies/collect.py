@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig, as_dict
+from seglib.dotted import get_dotted
+from seglib.io import atomic_write_bytes, atomic_write_json
 from seglib.paths import Paths
 from seglib.studies.pipeline import LAYOUT_NAMES, Prepared, study_module, train_cell  # noqa: F401
 
@@ -56,7 +58,7 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     ``$SEGLIB_EXECUTOR`` (what ``seglib run --executor`` sets), else ``cfg.executor``. Where the runs train
     changes none of their keys."""
     from seglib.config import ExecutorConfig
-    from seglib.runs import RunCache, cell_label, execute
+    from seglib.runs import RunCache, axis_name, cell_label, execute
     from seglib.runs.executors import executor_settings, open_executor
 
     if isinstance(executor, str):
@@ -74,7 +76,7 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
         label = cell_label(spec.config, axes) if axes else "baseline"
         # every run carries the descriptors that tables and figures group by, swept or not, so a grid of
         # any shape (one configuration, one axis) has the columns they read
-        axis_values = {_column(k): _get(spec.config, k) for k in dict.fromkeys([*DESCRIPTORS, *axes])}
+        axis_values = {axis_name(k): get_dotted(spec.config, k) for k in dict.fromkeys([*DESCRIPTORS, *axes])}
         prov = res.provenance or {}
         extra = prov.get("extra", prov)
         hist = res.history
@@ -110,21 +112,8 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
                        pd.concat(hist_frames, ignore_index=True), preds, axes, summary)
 
 
-#: configuration keys every run row, case row and epoch row carries (as columns named by :func:`_column`)
+#: configuration keys every run row, case row and epoch row carries (as columns named by ``axis_name``)
 DESCRIPTORS = ("model.name", "model.conv", "data.size", "loss.name", "loss.alpha", "optim.name")
-
-
-def _column(dotted: str) -> str:
-    """``loss.name`` -> ``loss``, ``loss.alpha`` -> ``alpha``: the column of a configuration key."""
-    section, _, key = dotted.rpartition(".")
-    return section.split(".")[-1] if key == "name" else key
-
-
-def _get(cell: dict, dotted: str):
-    node = cell
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def config_order(runs: pd.DataFrame) -> list[str]:
@@ -137,7 +126,6 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
                   title: str) -> Path:
     """Write every table as CSV and ``results.json`` (claims, headline numbers, provenance) beside
     the executed notebook, for the report index and the tests."""
-    import json
     import platform
     from importlib import metadata
 
@@ -147,7 +135,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
     out_dir = Path(out_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     for label, df in tables.items():
-        df.to_csv(out_dir / "tables" / f"{label}.csv", index=False)
+        atomic_write_bytes(out_dir / "tables" / f"{label}.csv", df.to_csv(index=False).encode("utf-8"))
     packages = {}
     for dist in ("torch", "monai", "numpy", "scipy", "pandas", "nibabel", "tifffile", "papermill"):
         try:
@@ -166,19 +154,7 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
                            for r in runs],
                        "cache": grid.summary if grid is not None else None},
     }
-    path = out_dir / "results.json"
-    path.write_text(json.dumps(result, indent=1, default=_json_default))
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    return atomic_write_json(out_dir / "results.json", result)
 
 
 def describe_data(prepared: Prepared) -> str:

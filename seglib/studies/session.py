@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from seglib.config import StudyConfig
@@ -68,13 +67,10 @@ class Session:
         was written, whatever matplotlib backend the kernel runs."""
         if not label.startswith("fig-"):
             raise ValueError(f"figure label {label!r} must start with 'fig-' (Quarto's cross-reference prefix)")
-        path = self.out_dir / "figures" / f"{label.removeprefix('fig-')}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        self.figures[label] = path
-        import matplotlib.pyplot as plt
+        from seglib.plots.style import save
 
-        plt.close(fig)
+        path = save(fig, self.out_dir / "figures" / f"{label.removeprefix('fig-')}.png")
+        self.figures[label] = path
         from IPython.display import Image
 
         return Image(data=path.read_bytes(), format="png")
@@ -83,7 +79,7 @@ class Session:
         """Write ``results.json``: claims, headline numbers, tables and provenance."""
         tables = {k.removeprefix("tbl-"): v for k, v in self.tables.items()}
         path = write_outputs(self.out_dir, self.cfg, self.data(), self.grid, tables, claims,
-                             _plain(headline), self.title)
+                             headline, self.title)
         log.info("results written to %s", path.parent)
         from IPython.display import Markdown
 
@@ -106,9 +102,23 @@ def log_to_stderr(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Session:
-    """Start a study notebook: locate the project, the output folder (default ``build/executed/<study>``);
-    log ``seglib``'s INFO lines (one per epoch) to stderr."""
+def open_study(study: str, profile: str = "quick", overrides: dict | None = None,
+               output_dir: str | Path | None = None) -> Session:
+    """Start a study notebook: resolve its configuration once, locate the project and the output folder.
+
+    The configuration is ``params/<study>/<profile>.yaml`` with ``overrides`` (``{section: {key: value}}``,
+    as papermill injects them from :func:`seglib.report.notebooks.notebook_parameters`, or as a user
+    writes them in the parameters cell) merged over it, validated. ``output_dir`` defaults to
+    ``build/executed/<study>``. ``seglib``'s INFO lines (one per epoch) go to stderr.
+    """
+    from seglib.config import resolve
+
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of sections, e.g. {{'train': {{'epochs': 3}}}}, or None; "
+                        f"got {type(overrides).__name__}: {overrides!r}")
+    if "profile" in (overrides or {}):
+        raise ValueError("overrides: the profile is the parameter 'profile', not a key of 'overrides'.")
+    cfg = resolve(study, {"profile": profile, **(overrides or {})}, source="notebook parameters")
     log_to_stderr()
     p = find_paths()
     out = Path(output_dir) if output_dir else p.results(cfg.study)
@@ -118,14 +128,3 @@ def open_study(cfg: StudyConfig, output_dir: str | Path | None = None) -> Sessio
     matplotlib.rcParams["figure.dpi"] = 100
     return Session(cfg, p, out)
 
-
-def _plain(d):
-    if isinstance(d, dict):
-        return {str(k): _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    if isinstance(d, (np.floating, float)):
-        return None if not np.isfinite(d) else float(d)
-    if isinstance(d, np.integer):
-        return int(d)
-    return d

@@ -9,12 +9,11 @@ augmentation and slice sampling, prediction of the validation slices, per-volume
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
 from seglib.data.sampling import slice_weights
 from seglib.data.transforms import SliceDataset, build_augmentation
-from seglib.eval.metrics import largest_connected_component, volume_metrics
+from seglib.eval.metrics import volume_metrics
 
 
 def split_arrays(slices: dict, train_ids, val_ids) -> dict:
@@ -53,18 +52,40 @@ def datasets(arrays: dict, cell: dict, augmentation: str):
     return train, val
 
 
-def predict_val(model, arrays: dict, cell: dict, device, precision) -> np.ndarray:
-    """Foreground probabilities of every validation slice, ``(N, S, S)`` float32."""
+def predict_slices(model, images: np.ndarray, cell: dict, device, precision) -> np.ndarray:
+    """Foreground probabilities ``(N, S, S)`` float32 of preprocessed slices ``(N, C, S, S)``: batches of
+    ``train.batch_size`` under the run's precision (:func:`seglib.train.predict_batches`). The one prediction
+    of the 2D studies, for their evaluation and for ``seglib predict``."""
     from seglib.train import make_loader, predict_batches
 
-    _, val = datasets(arrays, {**cell, "data": {**cell["data"], "augment": False}}, "none")
-    loader = make_loader(val, cell["train"]["batch_size"], shuffle=False, seed=0)
+    images = np.asarray(images)
+    slices = SliceDataset(images, np.zeros((len(images), 1, *images.shape[2:]), np.uint8))
+    loader = make_loader(slices, cell["train"]["batch_size"], shuffle=False, seed=0)
     probs = [torch.sigmoid(logits)[:, 0].numpy() for logits, _ in predict_batches(model, loader, device, precision)]
     return np.concatenate(probs).astype(np.float32)
 
 
-def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, largest_component: bool = False,
-             examples=None):
+def predict_val(model, arrays: dict, cell: dict, device, precision) -> np.ndarray:
+    """Foreground probabilities of every validation slice, ``(N, S, S)`` float32."""
+    return predict_slices(model, arrays["val_image"], cell, device, precision)
+
+
+def predict_case_slices(model, case, cell: dict, device, precision, normalise) -> np.ndarray:
+    """The binary prediction of one raw case on its own grid ``(H, W, Z)``: every slice extracted as in
+    training (:func:`seglib.data.preprocess.extract_slices` with ``normalise``), predicted by
+    :func:`predict_slices`, resized back and cut at ``train.threshold``."""
+    from seglib.data.case import Case
+    from seglib.data.preprocess import extract_slices, resize_probabilities
+
+    shape = case.image.shape[1:]
+    unlabelled = Case(case.id, case.image, np.zeros(shape, np.uint8), case.spacing)
+    sl = extract_slices([unlabelled], cell["data"]["size"], normalise=normalise)
+    probs = predict_slices(model, sl["image"], cell, device, precision)
+    vol = np.stack([resize_probabilities(p, shape[:2]) for p in probs], axis=-1)
+    return (vol >= cell["train"]["threshold"]).astype(np.uint8)
+
+
+def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, examples=None):
     """Per-volume metrics of the validation patients, their per-case loss, and example predictions.
 
     ``examples``: indices of validation slices whose image, truth and prediction are stored
@@ -74,12 +95,6 @@ def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, lar
     pred = (probs >= cell["train"]["threshold"]).astype(np.uint8)
     truth = arrays["val_mask"].astype(np.uint8)
     patients = arrays["val_patient"].astype(str)
-    if largest_component:
-        for p in np.unique(patients):
-            sel = np.flatnonzero(patients == p)
-            vol = largest_connected_component(np.stack([pred[i] for i in sel], axis=-1))
-            for j, i in enumerate(sel):
-                pred[i] = vol[..., j]
     frame = volume_metrics(list(pred), list(truth), list(patients))
     frame = frame.rename(columns={frame.columns[0]: "case_id"}) if "case_id" not in frame else frame
     # per-case loss: the loss of the logits of each patient's slices (logit = log(p / (1 - p)))
@@ -125,14 +140,3 @@ def _boundary(mask: np.ndarray) -> int:
     inner[:, :-1] &= m[:, 1:]
     return int((m & ~inner).sum())
 
-
-def example_frame(grid, key_order=None) -> pd.DataFrame:
-    """The stored example slices of every run: one row per (run, slice) with the arrays."""
-    rows = []
-    for key, preds in grid.predictions.items():
-        for name in preds:
-            if name.endswith("/pred"):
-                s = name.split("/")[0]
-                rows.append({"key": key, "slice": s, "image": preds[f"{s}/image"], "truth": preds[f"{s}/truth"],
-                             "pred": preds[name]})
-    return pd.DataFrame(rows)

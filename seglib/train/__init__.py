@@ -5,7 +5,8 @@ loaders (``rng``), and one bare step for measurements (``steps``)."""
 from seglib.train.device import resolve_channels_last, resolve_device, resolve_precision
 from seglib.train.loop import evaluate, fit, predict_batches, train_one_epoch
 from seglib.train.rng import make_loader
-from seglib.train.settings import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer
+from seglib.eval.metrics import PooledDice
+from seglib.train.settings import OPTIMIZERS, History, TrainSettings, build_optimizer
 
 __all__ = [
     "TrainSettings", "History", "PooledDice", "fit", "train_one_epoch", "evaluate", "predict_batches",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seglib.train.state import TrainState, determinism, save_checkpoints, try_resume, update_early_stopping
-from seglib.train.settings import OPTIMIZERS, History, PooledDice, TrainSettings, build_optimizer, mean_reduce
+from seglib.eval.metrics import PooledDice, mean_reduce
+from seglib.train.settings import OPTIMIZERS, History, TrainSettings, build_optimizer
 from seglib.train.device import autocast, channels_last_format, peak_memory_mb, reset_peak_memory, resolve_channels_last, resolve_device, resolve_precision
 from seglib.train.rng import make_loader, reseed_loader, seed_all
 
@@ -232,11 +234,12 @@ def fit(
         h.device, h.precision, h.channels_last = str(device), precision, use_cl
         if state.epoch >= settings.epochs or state.stopped:
             logger.info("checkpoint already holds the finished run (%d epochs)", state.epoch)
+        run = _EpochContext(model, loss_fn, train_loader, val_loader, optimizer, scaler, device, precision, use_cl,
+                            metric_fn, settings, progress, position, leave)
         for epoch in range(state.epoch + 1, settings.epochs + 1):
             if state.stopped:
                 break
-            record = _run_epoch(model, loss_fn, train_loader, val_loader, optimizer, scaler, device, precision,
-                                use_cl, metric_fn, settings, epoch, progress, position, leave)
+            record = _run_epoch(run, epoch)
             h.records.append(record)
             update_early_stopping(state, record, settings, model, epoch)
             state.epoch = epoch
@@ -258,27 +261,50 @@ def fit(
     return h
 
 
-def _run_epoch(model, loss_fn, train_loader, val_loader, optimizer, scaler, device, precision, use_cl,
-               metric_fn, settings: TrainSettings, epoch: int, progress, position, leave) -> dict[str, Any]:
-    reseed_loader(train_loader, settings.seed, epoch)
+@dataclass(frozen=True)
+class _EpochContext:
+    """What every epoch of one ``fit`` uses: the model and its loss, loaders, optimiser, scaler, where and
+    how it computes, the metric, the settings and how the progress bar shows."""
+
+    model: nn.Module
+    loss_fn: Callable
+    train_loader: Any
+    val_loader: Any
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    device: torch.device
+    precision: str
+    channels_last: bool
+    metric_fn: Callable
+    settings: TrainSettings
+    progress: bool
+    position: int | None
+    leave: bool
+
+
+def _run_epoch(run: _EpochContext, epoch: int) -> dict[str, Any]:
+    settings, device = run.settings, run.device
+    reseed_loader(run.train_loader, settings.seed, epoch)
     reset_peak_memory(device)
-    total = len(train_loader) if hasattr(train_loader, "__len__") else None
-    bar = tqdm(total=total, desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, position=position,
-               leave=leave, mininterval=PROGRESS_MININTERVAL, dynamic_ncols=True)
+    total = len(run.train_loader) if hasattr(run.train_loader, "__len__") else None
+    bar = tqdm(total=total, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.progress,
+               position=run.position, leave=run.leave, mininterval=PROGRESS_MININTERVAL, dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
-        train_loss = train_one_epoch(model, loss_fn, train_loader, optimizer, scaler, device, precision,
-                                     channels_last=use_cl, grad_clip=settings.grad_clip, bar=bar)
+        train_loss = train_one_epoch(run.model, run.loss_fn, run.train_loader, run.optimizer, run.scaler, device,
+                                     run.precision, channels_last=run.channels_last, grad_clip=settings.grad_clip,
+                                     bar=bar)
         _sync(device)
         t1 = time.perf_counter()
         val = {}
-        if val_loader is not None:
-            val = evaluate(model, loss_fn, val_loader, device, precision, metric_fn=metric_fn, channels_last=use_cl)
+        if run.val_loader is not None:
+            val = evaluate(run.model, run.loss_fn, run.val_loader, device, run.precision, metric_fn=run.metric_fn,
+                           channels_last=run.channels_last)
         _sync(device)
         t2 = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
         record.update({f"val_{k}": v for k, v in val.items()})
-        record.update({"lr": float(optimizer.param_groups[0]["lr"]), "train_time_s": t1 - t0,
+        record.update({"lr": float(run.optimizer.param_groups[0]["lr"]), "train_time_s": t1 - t0,
                        "epoch_time_s": t2 - t0, "peak_mem_mb": float(peak_memory_mb(device))})
         bar.set_postfix_str(_format_record(record, short=True), refresh=False)
     finally:

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 
 def seed_all(seed: int) -> None:
@@ -85,8 +84,6 @@ def make_loader(
     shuffle: bool,
     seed: int,
     *,
-    weights: Sequence[float] | None = None,
-    num_samples: int | None = None,
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
@@ -97,9 +94,8 @@ def make_loader(
     Build every loader given to :func:`seglib.train.fit` with this function: ``fit``
     reseeds the generator at each epoch from the run seed (so ``seed`` here matters only
     when the loader is used outside ``fit``), which makes shuffling reproducible and
-    lets a resumed run draw the same batches. ``weights`` draws ``num_samples`` items
-    (default: as many as there are weights) with replacement and probability
-    proportional to the weights, instead of shuffling. ``num_workers > 0`` seeds numpy
+    lets a resumed run draw the same batches (weighted drawing is the dataset's own, e.g.
+    :class:`seglib.data.transforms.SliceDataset`). ``num_workers > 0`` seeds numpy
     and python in each worker (:func:`seed_worker`).
     """
     if batch_size < 1:
@@ -108,18 +104,10 @@ def make_loader(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     gen = torch.Generator()
     gen.manual_seed(int(seed))
-    sampler = None
-    if weights is not None:
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        n = len(dataset)  # type: ignore[arg-type]
-        if w.ndim != 1 or len(w) != n:
-            raise ValueError(f"weights must be one per dataset item ({n}), got shape {tuple(w.shape)}")
-        sampler = WeightedRandomSampler(w, num_samples or len(w), replacement=True, generator=gen)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=bool(shuffle) if sampler is None else False,
-        sampler=sampler,
+        shuffle=bool(shuffle),
         generator=gen,
         num_workers=num_workers,
         worker_init_fn=seed_worker if num_workers > 0 else None,

@@ -1,4 +1,4 @@
-"""Settings, history and the default metric of :mod:`seglib.train`.
+"""Settings and history of :mod:`seglib.train` (its default metric, ``PooledDice``, is in :mod:`seglib.eval.metrics`).
 
 Written by hand: a plain record of what ``fit`` needs and what it measured.
 """
@@ -6,7 +6,6 @@ Written by hand: a plain record of what ``fit`` needs and what it measured.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -132,46 +131,6 @@ class History:
                 "monitor": self.monitor, "best_epoch": self.best_epoch, "best_value": self.best_value,
                 "stopped_early": self.stopped_early, "epochs_run": self.n_epochs,
                 "total_time_s": self.total_time_s}
-
-
-class PooledDice:
-    """Hard Dice pooled over the whole validation set: the default metric of ``fit``.
-
-    ``Dice = 2·TP / (2·TP + FP + FN)`` with TP, FP, FN summed over every pixel/voxel of
-    every batch (pooled, not a mean of per-batch or per-case values). The prediction is
-    ``logits > threshold`` (threshold 0 on logits = probability 0.5) for one output
-    channel; for several channels, foreground = argmax ≠ 0 (target one-hot with the same
-    channels, or class indices in one channel). Empty set (TP + FP + FN = 0): NaN.
-    Called per batch it returns counts; ``reduce`` turns the list of counts into ``{"dice"}``.
-    """
-
-    def __init__(self, threshold: float = 0.0, name: str = "dice") -> None:
-        self.threshold = threshold
-        self.name = name
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        if logits.shape[1] == 1:
-            pred = logits > self.threshold
-            truth = target > 0.5
-        else:
-            pred = logits.argmax(1, keepdim=True) != 0
-            truth = (target.argmax(1, keepdim=True) if target.shape[1] == logits.shape[1] else target) != 0
-        truth = truth.reshape(pred.shape)
-        tp = (pred & truth).sum().item()
-        return {"tp": float(tp), "fp": float(pred.sum().item() - tp), "fn": float(truth.sum().item() - tp)}
-
-    def reduce(self, batches: list[dict[str, float]], sizes: list[int] | None = None) -> dict[str, float]:
-        tp, fp, fn = (sum(b[k] for b in batches) for k in ("tp", "fp", "fn"))
-        denom = 2 * tp + fp + fn
-        return {self.name: 2 * tp / denom if denom > 0 else math.nan}
-
-
-def mean_reduce(batches: list[dict[str, float]], sizes: list[int]) -> dict[str, float]:
-    """Mean of per-batch metric values weighted by batch size (each sample counts once)."""
-    if not batches:
-        return {}
-    n = sum(sizes)
-    return {k: sum(float(b[k]) * s for b, s in zip(batches, sizes)) / n for k in batches[0]}
 
 
 def build_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:

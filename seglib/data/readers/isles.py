@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from seglib.data.case import Case
+from seglib.data.channels import DEFAULT_CHANNELS
 from seglib.data.integrity import binary_mask, check_same_grid, load_nifti, read_header
 from seglib.registry import look_up
 
@@ -68,7 +69,7 @@ ISLES22 = _Layout(
     name="isles22",
     channels={"dwi": _Spec("dwi"), "adc": _Spec("adc"), "flair": _Spec("flair")},
     mask=_Spec("msk"),
-    default_channels=("dwi", "adc"),
+    default_channels=DEFAULT_CHANNELS["isles22"],
     reference="dwi",
     own_space=frozenset({"flair"}),
 )
@@ -77,7 +78,7 @@ ATLAS2 = _Layout(
     name="atlas2",
     channels={"t1w": _Spec("t1w", forbid=("label", "desc"))},
     mask=_Spec("mask", entities=(("label", "l"), ("desc", "t1lesion"))),
-    default_channels=("t1w",),
+    default_channels=DEFAULT_CHANNELS["atlas2"],
     reference="t1w",
     own_space=frozenset(),
 )

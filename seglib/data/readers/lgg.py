@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from seglib.data.case import Case
+from seglib.data.channels import CHANNELS as DATASET_CHANNELS, channels_of
 from seglib.data.integrity import binary_mask, load_tiff
 from seglib.registry import look_up
 
 log = logging.getLogger(__name__)
 
 SLICE_RE = re.compile(r"^(?P<pid>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
-CHANNELS = {"pre_contrast": 0, "flair": 1, "post_contrast": 2}
+CHANNELS = {name: i for i, name in enumerate(DATASET_CHANNELS["lgg"])}  # channel → index in the TIFF
 
 
 def find_lgg_root(root: Path) -> Path:
@@ -114,7 +115,7 @@ def read_patient(folder: Path, channel_idx: list[int], channel_names: list[str])
 
 def read_lgg(root: Path, channels=None, ids=None) -> list[Case]:
     """Read every patient folder. ``channels`` ⊂ {pre_contrast, flair, post_contrast}; default all three."""
-    names = [c.lower() for c in (channels or list(CHANNELS))]
+    names = [c.lower() for c in channels_of("lgg", channels)]
     idx = [look_up(c, CHANNELS, "lgg channel") for c in names]
     base = find_lgg_root(root)
     folders = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("TCGA_"))

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from seglib.data.case import Case
+from seglib.data.channels import CHANNELS as DATASET_CHANNELS
 from seglib.data.integrity import binary_mask, load_nifti
 
 log = logging.getLogger(__name__)
 
 IMAGE_RE = re.compile(r"^(?P<id>ProstateX-\d+)_t2_tse_tra(?:_(?P<series>\d+))?\.nii(\.gz)?$", re.IGNORECASE)
 MASK_RE = re.compile(r"^(?P<id>ProstateX-\d+)\.nii(\.gz)?$", re.IGNORECASE)
-CHANNELS = ("t2",)
+CHANNELS = DATASET_CHANNELS["prostatex"]
 
 
 def find_prostate_root(root: Path) -> Path:

@@ -28,11 +28,39 @@ def arrays(prepared, data_cfg: dict) -> dict:
 
 in_channels = slices2d.in_channels
 
+#: example slices each run stores (C5 shows ``settings.n_examples`` of them)
+EXAMPLES_STORED = 4
+
+
+def predict_case(model, case, cell: dict, device, precision) -> np.ndarray:
+    """The binary prediction of one case on its own grid ``(H, W, Z)``, predicted as in :func:`evaluate`
+    (:func:`seglib.studies.slices2d.predict_slices`). With Buda's preprocessing the slices kept by it are
+    predicted, resized onto the square crop, its padding undone and put back into the brain's bounding box;
+    the other slices stay empty."""
+    from seglib.data.case import Case
+    from seglib.data.preprocess import buda_preprocess, resize_probabilities
+
+    d = cell["data"]
+    if d["normalize"] != "buda":
+        return slices2d.predict_case_slices(model, case, cell, device, precision, None)
+    shape = case.image.shape[1:]
+    pre = buda_preprocess(Case(case.id, case.image, np.zeros(shape, np.uint8), case.spacing), d["size"])
+    images = np.ascontiguousarray(pre["image"].transpose(3, 0, 1, 2))
+    probs = slices2d.predict_slices(model, images, cell, device, precision)  # (S', size, size)
+    h0, h1, w0, w1 = (int(v) for v in pre["bbox"])
+    side = max(h1 - h0, w1 - w0)
+    ph, pw = side - (h1 - h0), side - (w1 - w0)
+    out = np.zeros(shape, np.uint8)
+    for p, z in zip(probs, pre["slices"]):
+        sq = resize_probabilities(p, (side, side))[ph // 2: ph // 2 + (h1 - h0), pw // 2: pw // 2 + (w1 - w0)]
+        out[h0:h1, w0:w1, int(z)] = (sq >= cell["train"]["threshold"]).astype(np.uint8)
+    return out
+
 
 def datasets(arrays: dict, cell: dict):
     return slices2d.datasets(arrays, cell, "brain")
 
 
 def evaluate(model, arrays, cell, loss_fn, device, precision):
-    examples = slices2d.example_slices(arrays, 4)
+    examples = slices2d.example_slices(arrays, EXAMPLES_STORED)
     return slices2d.evaluate(model, arrays, cell, loss_fn, device, precision, examples=examples)

@@ -11,9 +11,10 @@ from seglib.eval.stats import paired_test, test_claim
 from seglib.eval.tables import results_table
 
 METRICS = ["dice", "precision", "recall", "hd95"]
-LOSS_NAMES = {"dice": "Dice", "bce": "BCE", "log_cosh_dice": "log-cosh Dice", "shape_aware": "shape-aware"}
-MODEL_NAMES = {"unet": "U-Net", "unetpp": "U-Net++"}
-OPTIM_NAMES = {"adam": "Adam", "sgd": "SGD"}
+#: loss.name → how the tables and texts name it
+LOSS_LABELS = {"dice": "Dice", "bce": "BCE", "log_cosh_dice": "log-cosh Dice", "shape_aware": "shape-aware"}
+MODEL_LABELS = {"unet": "U-Net", "unetpp": "U-Net++"}
+OPTIM_LABELS = {"adam": "Adam", "sgd": "SGD"}
 BASELINE = ("unet", "dice", "adam")
 # the seed's best validation mean DSC (Table of the seed; U-Net++ with log-cosh Dice: 0.914266 / 0.914497)
 SEED_DSC = {("unet", "dice", "adam"): 0.915472, ("unet", "bce", "adam"): 0.914088,
@@ -33,7 +34,7 @@ def with_names(runs: pd.DataFrame) -> pd.DataFrame:
     for col, default in (("model", "unet"), ("loss", "dice"), ("optim", "adam")):
         if col not in out:
             out[col] = default
-    out["name"] = [f"{MODEL_NAMES[m]} + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"
+    out["name"] = [f"{MODEL_LABELS[m]} + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}"
                    for m, l, o in zip(out["model"], out["loss"], out["optim"])]
     return out
 
@@ -45,7 +46,7 @@ def named_cases(grid) -> pd.DataFrame:
 
 def baseline_name() -> str:
     m, l, o = BASELINE
-    return f"{MODEL_NAMES[m]} + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"
+    return f"{MODEL_LABELS[m]} + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}"
 
 
 # --------------------------------------------------------------------------- tables
@@ -63,7 +64,7 @@ def table_c1(grid) -> pd.DataFrame:
         m, l, o = sub.iloc[0][["model", "loss", "optim"]]
         # what the runs trained with (their own configs), not what the profile's defaults say
         lrs, batches = sorted(set(sub["lr"])), sorted(set(sub["batch_size"]))
-        rows.append({"optimizer": OPTIM_NAMES[o], "loss": LOSS_NAMES[l],
+        rows.append({"optimizer": OPTIM_LABELS[o], "loss": LOSS_LABELS[l],
                      "lr": lrs[0] if len(lrs) == 1 else ", ".join(f"{v:g}" for v in lrs),
                      "max epoch": int(sub["epochs_run"].max()),
                      "batch": batches[0] if len(batches) == 1 else ", ".join(map(str, batches)),
@@ -98,13 +99,13 @@ def table_c2(grid) -> pd.DataFrame:
             continue
         per_case = sub.groupby(["model", "case_id"])["dice"].mean().unstack("model")
         t = paired_test(per_case["unetpp"].to_numpy(), per_case["unet"].to_numpy())
-        rows.append({"loss": LOSS_NAMES[l], "optimizer": OPTIM_NAMES[o],
+        rows.append({"loss": LOSS_LABELS[l], "optimizer": OPTIM_LABELS[o],
                      "U-Net DSC": per_case["unet"].mean(), "U-Net++ DSC": per_case["unetpp"].mean(),
                      "difference (points)": 100 * (per_case["unetpp"].mean() - per_case["unet"].mean()),
                      "seed's U-Net": SEED_DSC.get(("unet", l, o)), "seed's U-Net++": SEED_DSC.get(("unetpp", l, o)),
                      "Wilcoxon p": t["p"], "cases": t["n"],
-                     "U-Net++ DSC [95 % CI]": ci.get(f"U-Net++ + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}"),
-                     "U-Net++ differs from U-Net + Dice + Adam": differs.get(f"U-Net++ + {LOSS_NAMES[l]} + {OPTIM_NAMES[o]}")})
+                     "U-Net++ DSC [95 % CI]": ci.get(f"U-Net++ + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}"),
+                     "U-Net++ differs from U-Net + Dice + Adam": differs.get(f"U-Net++ + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}")})
     return pd.DataFrame(rows)
 
 
@@ -183,8 +184,9 @@ def per_volume(grid, name: str | None = None) -> pd.Series:
     return cases[cases["config"] == name].groupby("case_id")["dice"].mean()
 
 
-def examples(grid, name: str | None = None, seed: int | None = None) -> list[dict]:
-    """C5: the stored example slices of one run (image FLAIR channel, truth, prediction)."""
+def examples(grid, name: str | None = None, seed: int | None = None, n: int | None = None) -> list[dict]:
+    """C5: the stored example slices of one run (image FLAIR channel, truth, prediction); the first ``n``
+    (``settings.n_examples``) of the ones the run stored, all when ``n`` is None."""
     runs = with_names(grid.runs)
     name = name or shown_name(grid)
     sub = runs[runs["name"] == name]
@@ -198,7 +200,7 @@ def examples(grid, name: str | None = None, seed: int | None = None) -> list[dic
         items.append({"image": img[1] if img.ndim == 3 and img.shape[0] > 1 else img.reshape(img.shape[-2:]),
                       "truth": truth, "pred": np.asarray(preds[k]),
                       "label": f"{s}: tumour {int(truth.sum())} px"})
-    return items
+    return items[:n]
 
 
 def named_history(grid) -> pd.DataFrame:

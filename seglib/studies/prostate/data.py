@@ -15,7 +15,7 @@ def arrays(prepared, data_cfg: dict) -> dict:
     from seglib.data.splits import split_by_slice
 
     cases = prepared.cases
-    norm = "slice" if data_cfg["normalize"] == "minmax" else None
+    norm = _normalise(data_cfg)
     key = {"study": "prostate", "fingerprint": prepared.fingerprint, "size": data_cfg["size"], "normalize": norm,
            "ids": [c.id for c in cases]}
     slices = cached_arrays(key, lambda: extract_slices(cases, data_cfg["size"], normalise=norm), prepared.cache_dir)
@@ -30,7 +30,17 @@ def arrays(prepared, data_cfg: dict) -> dict:
     return out
 
 
+def _normalise(data_cfg: dict) -> str | None:
+    return "slice" if data_cfg["normalize"] == "minmax" else None
+
+
 in_channels = slices2d.in_channels
+
+
+def predict_case(model, case, cell: dict, device, precision) -> np.ndarray:
+    """The binary prediction of one case on its own grid: its slices normalised as in training, predicted
+    as in :func:`evaluate` (:func:`seglib.studies.slices2d.predict_slices`)."""
+    return slices2d.predict_case_slices(model, case, cell, device, precision, _normalise(cell["data"]))
 
 
 def datasets(arrays: dict, cell: dict):

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["arrays", "datasets", "evaluate", "in_channels", "VolumeDataset"]
+__all__ = ["arrays", "datasets", "evaluate", "in_channels", "predict_case", "predict_logits", "VolumeDataset"]
 
 STUDY = "stroke"
 
@@ -114,17 +114,28 @@ def datasets(arrays: dict[str, np.ndarray], cell: dict):
     val = VolumeDataset(arrays["val_image"], arrays["val_mask"])
     if d["sampler"] == "none":
         return VolumeDataset(arrays["train_image"], arrays["train_mask"]), val
-    patch = int(d["patch_size"] or max(4, int(d["size"]) // 2))
+    patch = _window(d)
     train = PatchDataset(list(arrays["train_image"]), list(arrays["train_mask"]), patch_size=patch,
-                         sampler=d["sampler"], threshold=d["threshold"],
+                         sampler=d["sampler"], threshold=d["sampler_threshold"],
                          samples_per_epoch=d["samples_per_epoch"], seed=int(cell["train"]["seed"]))
     return train, val
 
 
+def _window(data_cfg: dict) -> int | None:
+    """The sliding window of a run trained on patches (its patch size), None for whole volumes."""
+    if data_cfg["sampler"] == "none":
+        return None
+    return int(data_cfg["patch_size"] or max(4, int(data_cfg["size"]) // 2))
+
+
 @torch.no_grad()
-def _predict(model, image: np.ndarray, device, precision: str, patch: int | None) -> torch.Tensor:
+def predict_logits(model, image: np.ndarray, cell: dict, device, precision: str) -> torch.Tensor:
+    """Logits ``(1, 1, S, S, S)`` of one preprocessed volume ``(C, S, S, S)``: the whole volume, or MONAI's
+    sliding window (the patch as window, Gaussian weighting) when the run trained on patches; under the
+    run's autocast. The one prediction of study A, for :func:`evaluate` and :func:`predict_case`."""
     from seglib.train.device import autocast
 
+    patch = _window(cell["data"])
     x = torch.as_tensor(image[None], dtype=torch.float32, device=device)
     with autocast(device, precision):
         if patch is None:
@@ -148,14 +159,12 @@ def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, 
     """
     from seglib.eval.metrics import case_metrics
 
-    d = cell["data"]
-    patch = None if d["sampler"] == "none" else int(d["patch_size"] or max(4, int(d["size"]) // 2))
     threshold = float(cell["train"]["threshold"])
     model.eval()
     rows, preds = [], {}
     for image, truth, cid, spacing in zip(arrays["val_image"], arrays["val_mask"], arrays["val_ids"],
                                           arrays["val_spacing"]):
-        logits = _predict(model, image, device, precision, patch)
+        logits = predict_logits(model, image, cell, device, precision)
         target = torch.as_tensor(truth[None, None], dtype=torch.float32, device=logits.device)
         loss = float(loss_fn(logits, target).item())
         pred = (torch.sigmoid(logits)[0, 0] >= threshold).cpu().numpy().astype(np.uint8)
@@ -174,3 +183,16 @@ def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, 
         out[f"{cid}/pred"] = preds[cid]
         out[f"{cid}/spacing"] = np.asarray(arrays["val_spacing"][i], np.float32)
     return df, out
+
+
+def predict_case(model, case, cell: dict, device, precision: str) -> np.ndarray:
+    """The binary prediction of one case on its own grid (``case.image.shape[1:]``): preprocessed as in
+    training (:func:`seglib.data.preprocess.preprocess_volume`), predicted as in :func:`evaluate`
+    (:func:`predict_logits`), its probabilities resized back and cut at ``train.threshold``."""
+    from seglib.data.preprocess import preprocess_volume, resize_probabilities
+
+    d = cell["data"]
+    pre = preprocess_volume(case, int(d["size"]), zscore=d["normalize"] == "zscore")
+    logits = predict_logits(model, pre["image"].astype(np.float32), cell, device, precision)
+    prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+    return (resize_probabilities(prob, case.image.shape[1:]) >= float(cell["train"]["threshold"])).astype(np.uint8)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from seglib.hashing import stable_hash
+from seglib.io import atomic_write_bytes
 from seglib.studies.stroke.step import MALLOC_ENV, measure_step
 
 log = logging.getLogger(__name__)
@@ -81,22 +82,19 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
                      rows[-1]["time_per_step_s"])
     df = pd.DataFrame(rows, columns=MEMORY_COLUMNS)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(path)
+        atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
     return df
 
 
-def memory_benchmark(session) -> pd.DataFrame:
-    """:func:`memory_and_time` with the study's settings (``settings.memory_*``), the training
-    device and precision, and the number of input channels of the data."""
-    cfg = session.cfg
+def memory_benchmark(cfg, cache_dir: str | Path | None) -> pd.DataFrame:
+    """:func:`memory_and_time` with the study's settings (``cfg.settings.memory_*``), the training
+    device and precision, and the number of input channels of the data; cached in ``cache_dir``."""
+    from seglib.data.channels import channels_of
+
     s = cfg.settings
-    channels = cfg.data.channels or (("dwi", "adc") if cfg.data.dataset == "isles22" else ("t1w",))
     return memory_and_time(s.memory_sizes, ("3d", "2+1d"), s.memory_batch, s.memory_features, s.memory_steps,
-                           device=cfg.train.device, precision=cfg.train.precision, in_channels=len(channels),
-                           cache_dir=session.paths.cache)
+                           device=cfg.train.device, precision=cfg.train.precision,
+                           in_channels=len(channels_of(cfg.data.dataset, cfg.data.channels)), cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------------------- A5
@@ -154,14 +152,13 @@ def sampler_study(prepared, thresholds: Sequence[float], patch_size: int, n_patc
     return (df, pd.DataFrame(patches)) if return_patches else df
 
 
-def sampler_benchmark(session) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`sampler_study` with the study's settings on the training cases: ``(summary, patches)``.
+def sampler_benchmark(cfg, prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`sampler_study` with the study's settings (``cfg``) on the training cases of ``prepared``:
+    ``(summary, patches)``.
 
     Patch size: ``data.patch_size`` when set, else half the smallest native dimension (the
     ratio of the seed's 64³ patches in 128³ volumes). The generator is seeded with the first seed.
     """
-    cfg = session.cfg
-    prepared = session.data()
     s = cfg.settings
     native = min(min(prepared.case(c).mask.shape) for c in prepared.train_ids)
     patch = cfg.data.patch_size or max(4, native // 2)

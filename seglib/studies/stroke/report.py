@@ -15,7 +15,8 @@ from seglib.studies.collect import config_order
 from seglib.eval.tables import results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")
-LOSS_NAMES = {"dice_bce": "DiceBCE", "gdl_ce": "GDL+CE (corrected)", "gdl_ce_as_published": "GDL+CE as published"}
+#: loss.name → how the tables and texts name it
+LOSS_LABELS = {"dice_bce": "DiceBCE", "gdl_ce": "GDL+CE (corrected)", "gdl_ce_as_published": "GDL+CE as published"}
 CONV_NAMES = {"3d": "3D", "2+1d": "(2+1)D"}
 ALPHA = 0.05
 
@@ -123,7 +124,7 @@ def describe_a1(grid) -> str:
         d_loss = _per_case(grid).groupby("loss")["value"].mean() if "loss" in _cases(grid) else pd.Series()
         for name in ("dice_bce", "gdl_ce", "gdl_ce_as_published"):
             if name in by_loss.index:
-                text.append(f"{LOSS_NAMES[name]}: final training loss {_fmt(by_loss.loc[name, 'final_train_loss'], 4)}, "
+                text.append(f"{LOSS_LABELS[name]}: final training loss {_fmt(by_loss.loc[name, 'final_train_loss'], 4)}, "
                             f"held-out loss {_fmt(by_loss.loc[name, 'final_val_loss'], 4)}, mean Dice "
                             f"{_fmt(d_loss.get(name, np.nan))}.")
         if "gdl_ce_as_published" in by_loss.index:
