@@ -220,9 +220,22 @@ def fit_overhead(cfg: dict, steps: int, repeats: int) -> dict:
 
 
 # --------------------------------------------------------------------------- main
+def auto_mode(spatial_dims: int) -> str:
+    """The mode (a key of :data:`MODES`) the engine's ``auto`` precision and memory format choose on this
+    machine's CPU for a ``spatial_dims`` CNN."""
+    from seglib.train.device import resolve_channels_last, resolve_precision
+
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)
+    conv = torch.nn.Conv3d(1, 1, 3) if spatial_dims == 3 else torch.nn.Conv2d(1, 1, 3)
+    cl = resolve_channels_last("auto", conv, cpu, precision)
+    return next(m for m, (p, c) in MODES.items() if p == precision and c == cl)
+
+
 def recommend(step_rows: list[dict]) -> dict:
-    """Which mode is fastest per model, and how often each mode wins (bf16 modes only count as
-    correct when their first loss is within 5 % of fp32's)."""
+    """Which mode is fastest per model, whether ``auto`` chose it (within 5 %: a tie on a loaded machine),
+    and how often each mode wins (bf16 modes only count as correct when their first loss is within 5 % of
+    fp32's)."""
     wins: dict[str, int] = {m: 0 for m in MODES}
     per_model = []
     keys = list(dict.fromkeys((r["study"], r["size"]) for r in step_rows))
@@ -234,8 +247,15 @@ def recommend(step_rows: list[dict]) -> dict:
         best = min(rows, key=lambda r: r["step_s"])
         wins[best["mode"]] += 1
         fp32 = next((r for r in rows if r["mode"] == "fp32"), None)
+        dims = 3 if key[0] == "A" or str(rows[0].get("shape", "")).endswith("^3") else 2
+        auto = auto_mode(dims)
+        auto_row = next((r for r in rows if r["mode"] == auto), None)
+        slower = bc.ratio(auto_row["step_s"], best["step_s"]) if auto_row else float("nan")
         per_model.append({"study": key[0], "size": key[1], "fastest": best["mode"],
-                          "speedup_vs_fp32": bc.ratio(fp32["step_s"], best["step_s"]) if fp32 else float("nan")})
+                          "speedup_vs_fp32": bc.ratio(fp32["step_s"], best["step_s"]) if fp32 else float("nan"),
+                          "auto": auto, "auto_vs_fastest": slower,
+                          "auto_is_fastest": ("no: not measured or its loss differs" if auto_row is None else
+                                              "yes" if slower <= 1.05 else f"no ({slower:.2f}x slower)")})
     return {"wins": wins, "per_model": per_model}
 
 

@@ -109,13 +109,18 @@ def test_step_flops_of_a_single_conv_layer_net_is_positive_and_scales_with_batch
     assert one > 0 and two == 2 * one  # every counted op is linear in the batch
 
 
-def test_recommend_ignores_modes_with_wrong_loss():
+def test_recommend_ignores_modes_with_wrong_loss(monkeypatch):
     rows = [{"study": "B", "size": "q", "mode": "fp32", "step_s": 2.0, "loss_rel_diff": 0.0},
             {"study": "B", "size": "q", "mode": "bf16", "step_s": 1.0, "loss_rel_diff": 0.2},  # wrong: excluded
             {"study": "B", "size": "q", "mode": "channels_last", "step_s": 1.6, "loss_rel_diff": 0.0}]
+    monkeypatch.setattr(throughput, "auto_mode", lambda dims: "fp32")
     rec = throughput.recommend(rows)
-    assert rec["per_model"] == [{"study": "B", "size": "q", "fastest": "channels_last", "speedup_vs_fp32": 1.25}]
+    assert rec["per_model"] == [{"study": "B", "size": "q", "fastest": "channels_last", "speedup_vs_fp32": 1.25,
+                                 "auto": "fp32", "auto_vs_fastest": 1.25, "auto_is_fastest": "no (1.25x slower)"}]
     assert rec["wins"]["channels_last"] == 1 and rec["wins"]["bf16"] == 0
+    monkeypatch.setattr(throughput, "auto_mode", lambda dims: "bf16")  # auto's own mode gave a wrong loss
+    assert throughput.recommend(rows)["per_model"][0]["auto_is_fastest"].startswith("no: not measured")
+    assert throughput.auto_mode(2) in throughput.MODES and throughput.auto_mode(3) in throughput.MODES
 
 
 # ----------------------------------------------------------------------------- conv2p1d
