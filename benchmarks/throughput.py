@@ -11,6 +11,8 @@
    first step's loss against fp32's (same weights, same batch), a sanity check of each mode.
 3. ``seglib.train.fit`` (one epoch, no validation, default settings) beside a bare PyTorch loop
    over the same model, loader, precision and memory format: the engine's overhead.
+4. A peer: MONAI's ``BasicUNet`` with the same widths, input and mode beside seglib's U-Net (five-level
+   models: study C's and the issue's reference).
 
 The engine's CPU default is ``seglib.train.device.resolve_precision("auto", "cpu")``.
 
@@ -219,6 +221,37 @@ def fit_overhead(cfg: dict, steps: int, repeats: int) -> dict:
             "repeats": repeats, "within_5pct": bool(bc.ratio(f, b) <= 1.05)}
 
 
+# --------------------------------------------------------------------------- 4. a peer: MONAI's BasicUNet
+def peer_step(cfg: dict, steps: int) -> list[dict]:
+    """seglib's U-Net beside MONAI's ``BasicUNet`` with the same widths (five levels; the up-sampling width
+    is the first level's), input, precision and memory format (the engine's ``auto``), batch norm, ReLU and
+    transposed-convolution up-sampling as seglib's: the median time of a training step (Adam) of each."""
+    from monai.networks.nets import BasicUNet
+
+    from seglib.train.device import resolve_channels_last, resolve_precision
+
+    rows = []
+    feats = tuple(cfg["features"])
+    if len(feats) != 5:
+        return rows
+    for name in ("seglib UNet", "MONAI BasicUNet"):
+        model, x, y, loss_fn = build(cfg)
+        if name.startswith("MONAI"):
+            torch.manual_seed(0)
+            model = BasicUNet(spatial_dims=cfg["spatial_dims"], in_channels=cfg["in_channels"], out_channels=1,
+                              features=(*feats, feats[0]), act="relu", norm="batch", bias=False, upsample="deconv")
+        precision = resolve_precision("auto", torch.device("cpu"))
+        cl = resolve_channels_last("auto", model, torch.device("cpu"), precision)
+        step = make_step(model, x, y, loss_fn, precision, cl, cfg["spatial_dims"])
+        step()
+        t = sorted(bc.time_calls(step, repeats=steps, warmup=0))[steps // 2]
+        rows.append({"study": cfg["study"], "size": cfg["size_name"], "model": name, "precision": precision,
+                     "channels_last": cl, "step_s": t, "items_per_s": cfg["batch"] / t})
+    rows[0]["vs_peer"] = bc.ratio(rows[1]["step_s"], rows[0]["step_s"])  # > 1: seglib faster
+    rows[0]["at_least_as_fast"] = "yes" if rows[0]["vs_peer"] >= 0.95 else "no"
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 def auto_mode(spatial_dims: int) -> str:
     """The mode (a key of :data:`MODES`) the engine's ``auto`` precision and memory format choose on this
@@ -319,6 +352,10 @@ def main(argv=None) -> int:
                 cfg = tiny_config(cfg)
             fits.append(fit_overhead(cfg, fit_steps, 1 if args.quick else 3))
         bench.add_table("fit_overhead", fits, title="3. seglib.train.fit vs a bare loop (same steps, no validation)")
+        peers = []
+        for cfg in [dict(study_config("brain", "quick"), study="C")] + ([] if args.quick else [REFERENCE]):
+            peers += peer_step(cfg, 3 if args.quick else 5)
+        bench.add_table("peer", peers, title="4. seglib's U-Net beside MONAI's BasicUNet (same widths, input and mode)")
         if not native:
             bench.note("this CPU has no native bf16: bf16 autocast is emulated (slower than fp32), so the engine's "
                        "'auto' precision correctly stays fp32 here; bf16 numbers above show the cost of forcing it")
