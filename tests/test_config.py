@@ -163,3 +163,18 @@ def test_cli_run_validates_before_any_notebook_starts(tmp_path, monkeypatch, cap
 def test_cli_check_prints_hash(capsys):
     assert cli.main(["check", "brain", "--profile", "smoke"]) == 0
     assert resolve("brain", {"profile": "smoke"}).hash in capsys.readouterr().out
+
+
+def test_monitor_options_are_what_the_training_metric_reports_and_validation_imports_no_torch():
+    import subprocess
+    import sys
+
+    from seglib.config.checks import monitor_options
+    from seglib.eval.metrics import PooledDice
+
+    keys = PooledDice().reduce([{"tp": 1.0, "fp": 0.0, "fn": 0.0}])
+    assert monitor_options() == ("train_loss", "val_loss", *(f"val_{k}" for k in keys))
+    code = ("import sys; from seglib.config import load; load('brain', None, ['profile=smoke']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
