@@ -14,14 +14,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from seglib.config.schema import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
-from seglib.config.validate import ConfigError, _check_range, _coerce, as_dict, build_section
+from seglib.config.schema import (
+    SECTIONS,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
+from seglib.config.validate import (
+    ConfigError,
+    _check_range,
+    _coerce,
+    as_dict,
+    build_section,
+)
 
-__all__ = ["RunConfig", "RUN_SECTIONS"]
+__all__ = ["RunConfig"]
 
-#: the sections of one run, in the order of :meth:`seglib.config.StudyConfig.run_base`
-RUN_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
-                "train": TrainConfig}
 SEED_RANGE = (0, 2**32 - 1, False, False)  # numpy's and torch's seeds: 0 <= s < 2**32
 
 
@@ -51,21 +61,21 @@ class RunConfig:
             return cell
         if not isinstance(cell, Mapping):
             raise ConfigError(f"a run's configuration must be a mapping of sections, got {type(cell).__name__}")
-        unknown = [k for k in cell if k not in RUN_SECTIONS]
+        unknown = [k for k in cell if k not in SECTIONS]
         if unknown:
             raise ConfigError(f"unknown section(s) {', '.join(map(repr, unknown))} in a run's configuration; "
-                              f"a run has {', '.join(RUN_SECTIONS)}.")
+                              f"a run has {', '.join(SECTIONS)}.")
         train = dict(cell.get("train") or {})
         seed = train.pop("seed", 0)
         seed = _coerce(seed, int, "train.seed")
         _check_range(seed, {"range": SEED_RANGE}, "train.seed")
         sections = {name: build_section(sec, train if name == "train" else dict(cell.get(name) or {}), name)
-                    for name, sec in RUN_SECTIONS.items()}
+                    for name, sec in SECTIONS.items()}
         return cls(**sections, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain nested dict (tuples as lists, ``train.seed`` last in ``train``): for a cell read from a
         validated grid, the very dict its run's key is computed from."""
-        out = {name: as_dict(getattr(self, name)) for name in RUN_SECTIONS}
+        out = {name: as_dict(getattr(self, name)) for name in SECTIONS}
         out["train"]["seed"] = self.seed
         return out
