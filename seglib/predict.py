@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seglib.config import RunConfig
+from seglib.config import ConfigError, RunConfig
 from seglib.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ def load_run(run_dir: Path) -> tuple[str, RunConfig, torch.nn.Module, int]:
 
     A configuration that does not validate, or a checkpoint that cannot be read (truncated, from another
     model), is a one-line ValueError naming it."""
-    from seglib.config import ConfigError
     from seglib.studies.pipeline import build_cell_model
 
     run_dir = Path(run_dir)
@@ -159,7 +158,7 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     ``out`` defaults to :func:`default_out`. Everything is checked before anything is written: the run is
     finished and its checkpoint readable, ``data_dir`` exists, ``out`` is a folder outside the data and
     outside every run folder, the device exists."""
-    from seglib.config import ConfigError, check_device
+    from seglib.config import check_device
     from seglib.data import load_cases
     from seglib.report.notebooks import paths
     from seglib.eval.metrics import case_metrics
