@@ -17,9 +17,9 @@ Data go to ``build/benchmarks/data`` (``SEGLIB_BUILD`` for this process), not th
 
 from __future__ import annotations
 
-import copy
 import os
 import time
+from dataclasses import replace
 
 import bench_common as bc
 import torch
@@ -27,34 +27,30 @@ import torch
 STUDIES = {"A": "stroke", "B": "prostate", "C": "brain"}
 
 
-def study_cell(study: str, profile: str) -> tuple[object, dict]:
-    """The config and the base cell of ``study`` at ``profile`` (study A: the grid's largest size)."""
-    from seglib.config import load
+def study_cell(study: str, profile: str):
+    """The config and the typed base cell (seed 0) of ``study`` at ``profile`` (study A: the grid's largest
+    size)."""
+    from seglib.config import base_cell, load
 
     cfg = load(study, None, [f"profile={profile}"])
-    cell = cfg.run_base()
-    cell["train"]["seed"] = 0
+    cell = base_cell(cfg)
     for grid in cfg.grid:
         if "data.size" in grid:
-            cell["data"]["size"] = max(int(s) for s in grid["data.size"])
+            cell = _with_data(cell, size=max(int(s) for s in grid["data.size"]))
     return cfg, cell
 
 
-def variants(study: str, cell: dict) -> dict[str, dict]:
-    """The dataset variants measured for ``study``: name -> cell."""
-    out = {}
+def _with_data(cell, **changes):
+    return replace(cell, data=replace(cell.data, **changes))
+
+
+def variants(study: str, cell) -> dict:
+    """The dataset variants measured for ``study``: name -> typed cell."""
     if study == "stroke":
-        for name, sampler in (("volumes", "none"), ("patches rejection 0.4", "rejection"),
-                              ("patches lesion-aware 0.4", "lesion_aware")):
-            c = copy.deepcopy(cell)
-            c["data"].update(sampler=sampler, threshold=0.4)
-            out[name] = c
-    else:
-        for name, aug in (("augmented", True), ("no augmentation", False)):
-            c = copy.deepcopy(cell)
-            c["data"]["augment"] = aug
-            out[name] = c
-    return out
+        return {name: _with_data(cell, sampler=sampler, sampler_threshold=0.4)
+                for name, sampler in (("volumes", "none"), ("patches rejection 0.4", "rejection"),
+                                      ("patches lesion-aware 0.4", "lesion_aware"))}
+    return {name: _with_data(cell, augment=aug) for name, aug in (("augmented", True), ("no augmentation", False))}
 
 
 def loader_rate(dataset, batch_size: int, min_items: int, min_s: float) -> tuple[float, int, float]:
@@ -76,15 +72,15 @@ def loader_rate(dataset, batch_size: int, min_items: int, min_s: float) -> tuple
     return items / dt, items, dt
 
 
-def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str, bool]:
+def step_rate(module, arrays: dict, cell, steps: int) -> tuple[float, str, bool]:
     """Items/s of the cell's training step on one batch of its loader (after one warm-up step)."""
-    from seglib.studies.pipeline import build_cell_loss, build_cell_model, train_settings
-    from seglib.train import make_loader
+    from seglib.studies.pipeline import build_cell_loss, build_cell_model
+    from seglib.train import TrainSettings, make_loader
     from seglib.train.settings import build_optimizer
     from seglib.train.device import channels_last_format, resolve_channels_last, resolve_device, resolve_precision
     from seglib.train.steps import fixed_batch_step
 
-    settings = train_settings(cell)
+    settings = TrainSettings.from_config(cell.train, cell.optim, cell.seed)
     dev = resolve_device(settings.device)
     torch.manual_seed(0)
     model = build_cell_model(cell, module.in_channels(arrays)).to(dev).train()
@@ -96,7 +92,7 @@ def step_rate(module, arrays: dict, cell: dict, steps: int) -> tuple[float, str,
     loss_fn = build_cell_loss(cell)
     opt = build_optimizer(model.parameters(), settings)
     train_ds, _ = module.datasets(arrays, cell)
-    batch = next(iter(make_loader(train_ds, cell["train"]["batch_size"], shuffle=True, seed=0)))
+    batch = next(iter(make_loader(train_ds, cell.train.batch_size, shuffle=True, seed=0)))
     x, y = batch["image"].to(dev), batch["mask"].to(dev)
     if cl:
         x = x.contiguous(memory_format=fmt)
@@ -155,15 +151,15 @@ def main(argv=None) -> int:
             cfg, cell = study_cell(study, profile)
             prepared = prepare(cfg, paths())
             module = study_module(study)
-            arrays = module.arrays(prepared, cell["data"])
+            arrays = module.arrays(prepared, cell.data)
             s_rate, precision, cl = step_rate(module, arrays, cell, steps)
             for name, c in variants(study, cell).items():
                 a = arrays
                 train_ds, _ = module.datasets(a, c)
-                l_rate, items, dt = loader_rate(train_ds, c["train"]["batch_size"], min_items, min_s)
+                l_rate, items, dt = loader_rate(train_ds, c.train.batch_size, min_items, min_s)
                 share = bc.ratio(1 / l_rate, 1 / l_rate + 1 / s_rate)
-                rows.append({"study": letter, "dataset": name, "size": c["data"]["size"],
-                             "batch": c["train"]["batch_size"], "items": items, "loader_items_s": l_rate,
+                rows.append({"study": letter, "dataset": name, "size": c.data.size,
+                             "batch": c.train.batch_size, "items": items, "loader_items_s": l_rate,
                              "step_items_s": s_rate, "loader_vs_step": bc.ratio(l_rate, s_rate),
                              "load_share": share, "bottleneck": bool(l_rate < s_rate),
                              "precision": precision, "channels_last": cl})

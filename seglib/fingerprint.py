@@ -38,10 +38,11 @@ REPORT_ONLY: tuple[str, ...] = (
     "studies/*/__init__.py", "studies/*/report.py", "studies/*/measure.py", "studies/*/step.py",
 )
 #: Report-only modules that training code may import for their types alone: the configuration's
-#: dataclasses and validation (a run sees only the resolved configuration, which is in its key) and
-#: the run cache's record of what a run returns (``RunOutputs``).
+#: dataclasses and validation (a run sees only the resolved configuration, which is in its key), the
+#: typed cell read from that configuration (``RunConfig``) and the run cache's record of what a run
+#: returns (``RunOutputs``).
 INERT: tuple[str, ...] = ("config/__init__.py", "config/schema.py", "config/validate.py", "config/resolve.py",
-                          "runs/__init__.py", "runs/cache.py")
+                          "config/cell.py", "runs/__init__.py", "runs/cache.py")
 
 
 def library_files() -> list[Path]:

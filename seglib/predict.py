@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seglib.config import ConfigError, RunConfig
 from seglib.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -45,26 +46,32 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def load_run(run_dir: Path) -> tuple[str, dict, torch.nn.Module, int]:
-    """(study, cell config, model with the best weights, best epoch) of a finished run.
+def load_run(run_dir: Path) -> tuple[str, RunConfig, torch.nn.Module, int]:
+    """(study, typed cell, model with the best weights, best epoch) of a finished run.
 
-    A checkpoint that cannot be read (truncated, from another model) is a one-line ValueError naming it."""
+    A configuration that does not validate, or a checkpoint that cannot be read (truncated, from another
+    model), is a one-line ValueError naming it."""
     from seglib.studies.pipeline import build_cell_model
 
     run_dir = Path(run_dir)
     meta = check_run(run_dir)
+    try:
+        cell = RunConfig.from_dict(meta["config"])
+    except ConfigError as e:
+        raise ValueError(f"{run_dir / 'config.json'}: {e} The run is damaged or from another version of seglib: "
+                         f"delete {run_dir} and run its study again.") from None
     ckpt = run_dir / "checkpoints" / "best.pt"
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         weights = state["model"]
         first = next(k for k in weights if k.endswith("weight") and weights[k].dim() >= 4)
-        model = build_cell_model(meta["config"], in_channels=int(weights[first].shape[1]))
+        model = build_cell_model(cell, in_channels=int(weights[first].shape[1]))
         model.load_state_dict(weights)
     except Exception as e:  # noqa: BLE001 - truncated zip, unpickling error, missing or mismatched weights
         raise ValueError(f"checkpoint {ckpt} cannot be read ({_first_line(e)}); the run is incomplete or damaged: "
                          f"delete {run_dir} and run its study again to retrain it.") from None
     model.eval()
-    return meta["study"], meta["config"], model, int(state.get("epoch") or 0)
+    return meta["study"], cell, model, int(state.get("epoch") or 0)
 
 
 def default_out(run_dir: Path, study: str, data_dir: Path, build: Path | None = None) -> Path:
@@ -105,7 +112,7 @@ def check_out(out: Path, data_dir: Path, run_dir: Path, runs_root: Path | None =
                          f"or leave --out out to write under build/predictions/.")
 
 
-def predict_case(study: str, cell: dict, model, case, device, precision: str = "fp32") -> np.ndarray:
+def predict_case(study: str, cell: RunConfig, model, case, device, precision: str = "fp32") -> np.ndarray:
     """The binary prediction of ``case`` on its own grid (``case.image.shape[1:]``): the study's own
     ``predict_case`` (:mod:`seglib.studies.<study>.data`), the prediction its evaluation makes
     (preprocessing, sliding window and its weighting, autocast, threshold)."""
@@ -151,7 +158,7 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     ``out`` defaults to :func:`default_out`. Everything is checked before anything is written: the run is
     finished and its checkpoint readable, ``data_dir`` exists, ``out`` is a folder outside the data and
     outside every run folder, the device exists."""
-    from seglib.config import ConfigError, check_device
+    from seglib.config import check_device
     from seglib.data import load_cases
     from seglib.report.notebooks import paths
     from seglib.eval.metrics import case_metrics
@@ -175,11 +182,11 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     except ConfigError as e:
         raise ValueError(str(e)) from None
     study, cell, model, epoch = load_run(run_dir)
-    dataset = cell["data"]["dataset"]
+    dataset = cell.data.dataset
     dev = resolve_device(device)
-    precision = resolve_precision(cell["train"]["precision"], dev)
+    precision = resolve_precision(cell.train.precision, dev)
     model.to(dev)
-    channels = cell["data"].get("channels")
+    channels = cell.data.channels
     cases = load_cases(dataset, data_dir, channels=list(channels) if channels else None)
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], 0

@@ -274,6 +274,7 @@ def tiny_run(folder: Path) -> Path:
     """A finished brain run with a real (untrained) 2-level U-Net checkpoint."""
     import torch
 
+    from seglib.config import RunConfig
     from seglib.studies.pipeline import build_cell_model
 
     cell = resolve("brain", {"profile": "smoke", "grid": [], "model": {"features": [4, 8]},
@@ -281,7 +282,7 @@ def tiny_run(folder: Path) -> Path:
     cell["train"]["seed"] = 0
     run = fake_run(folder)
     (run / "config.json").write_text(json.dumps({"study": "brain", "config": cell}))
-    model = build_cell_model(cell, in_channels=3)
+    model = build_cell_model(RunConfig.from_dict(cell), in_channels=3)  # config.json keeps the plain dict
     torch.save({"model": model.state_dict(), "epoch": 1}, run / "checkpoints" / "best.pt")
     return run
 

@@ -120,6 +120,41 @@ def test_profile_files_are_complete_and_valid(study, profile, tmp_path):
     assert len(cfg.seeds) >= (3 if profile != "smoke" else 1)
 
 
+@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_typed_cell_gives_back_the_plain_dict_of_every_run(study, profile, tmp_path):
+    """Every run of every profile: the typed cell's ``to_dict`` is the very dict its key is computed from
+    (same keys, same numbers, same JSON), and its fields are those of the study's sections."""
+    from types import SimpleNamespace
+
+    from seglib.config import RunConfig
+    from seglib.hashing import canonical_json
+    from seglib.studies.collect import grid_specs
+
+    over = [f"data.data_dir={tmp_path}"] if profile == "full" else []
+    cfg = load(study, ROOT / "params" / study / f"{profile}.yaml", over)
+    specs, _ = grid_specs(cfg, SimpleNamespace(fingerprint="f"))
+    for spec in specs:
+        cell = RunConfig.from_dict(spec.config)
+        assert cell.to_dict() == spec.config
+        assert canonical_json(cell.to_dict()) == canonical_json(spec.config)
+        assert cell.seed == spec.config["train"]["seed"] and cell.data.size == spec.config["data"]["size"]
+        assert type(cell.data) is type(cfg.data) and type(cell.train) is type(cfg.train)
+    assert RunConfig.from_dict(cfg.run_base()).train == cfg.train
+
+
+def test_typed_cell_validates_like_a_parameter_file():
+    from seglib.config import RunConfig
+
+    with pytest.raises(ConfigError, match=r"unknown key 'data.szie'. Did you mean \"size\"\?"):
+        RunConfig.from_dict({"data": {"szie": 8}})
+    with pytest.raises(ConfigError, match=r"train.seed = -1: expected a value in \[0, "):
+        RunConfig.from_dict({"train": {"seed": -1}})
+    with pytest.raises(ConfigError, match="unknown section"):
+        RunConfig.from_dict({"settings": {}})
+    cell = RunConfig.from_dict({"data": {"size": 8, "channels": ["dwi"]}, "train": {"seed": 3}})
+    assert cell.data.channels == ("dwi",) and cell.seed == 3 and cell.model.name == "unet"
+
 def test_hash_is_stable_and_sensitive():
     a = resolve("brain", {"profile": "quick"})
     b = resolve("brain", {"profile": "quick", "train": {}})

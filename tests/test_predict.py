@@ -80,3 +80,15 @@ def test_predict_on_the_real_prostatex_sample(smoke_build, tmp_path):
 def test_predict_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "is not a finished run: config.json is missing" in capsys.readouterr().err
+
+
+def test_predict_names_a_run_config_that_does_not_validate(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"study": "brain", "config": {"data": {"dataset": "lgg", "szie": 8}}}))
+    (run / "DONE").write_text("")
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    (tmp_path / "data").mkdir()
+    assert main(["predict", "--run", str(run), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key 'data.szie'" in err and "config.json" in err

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from seglib.config import resolve
+from seglib.config import DataConfig, RunConfig, TrainConfig, build_section, resolve
 from seglib.report.notebooks import Paths
 from seglib.nn.losses import build_loss
 from seglib.nn.unet import build_model
@@ -30,7 +30,7 @@ def _data_cfg(**kw):
     d = {"size": 8, "mask_interp": "nearest", "normalize": "none", "channels": ["dwi", "adc"], "sampler": "none",
          "patch_size": None, "sampler_threshold": 0.4, "samples_per_epoch": None}
     d.update(kw)
-    return d
+    return build_section(DataConfig, d, "data")
 
 
 def test_arrays_shapes_binary_spacing_and_cache(prepared):
@@ -64,12 +64,12 @@ def test_arrays_rejects_other_normalisation(prepared):
 
 def test_datasets_whole_volumes_and_patches(prepared):
     a = stroke.arrays(prepared, _data_cfg())
-    cell = {"data": _data_cfg(), "train": {"seed": 0, "threshold": 0.5}}
+    cell = RunConfig(data=_data_cfg(), seed=0)
     train, val = stroke.datasets(a, cell)
     item = train[0]
     assert item["image"].shape == (2, 8, 8, 8) and item["mask"].shape == (1, 8, 8, 8)
     assert item["image"].dtype == torch.float32 and len(val) == len(prepared.val_ids)
-    cell = {"data": _data_cfg(sampler="rejection", patch_size=4, samples_per_epoch=6), "train": {"seed": 0}}
+    cell = RunConfig(data=_data_cfg(sampler="rejection", patch_size=4, samples_per_epoch=6), seed=0)
     train, _ = stroke.datasets(a, cell)
     assert len(train) == 6 and train[1]["image"].shape == (2, 4, 4, 4) and train[1]["mask"].shape == (1, 4, 4, 4)
 
@@ -77,8 +77,8 @@ def test_datasets_whole_volumes_and_patches(prepared):
 @pytest.mark.parametrize("sampler", ["none", "lesion_aware"])
 def test_evaluate_gives_one_row_per_case_and_best_worst_predictions(prepared, sampler):
     a = stroke.arrays(prepared, _data_cfg())
-    cell = {"data": _data_cfg(sampler=sampler, patch_size=4 if sampler != "none" else None),
-            "train": {"threshold": 0.5, "seed": 0}}
+    cell = RunConfig(data=_data_cfg(sampler=sampler, patch_size=4 if sampler != "none" else None),
+                     train=TrainConfig(threshold=0.5), seed=0)
     torch.manual_seed(0)
     model = build_model("unet", spatial_dims=3, in_channels=2, out_channels=1, features=(2, 4), upsample="linear")
     df, preds = stroke.evaluate(model, a, cell, build_loss("dice_bce"), torch.device("cpu"), "fp32")

@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 from pathlib import Path
 
+from seglib.config.cell import RunConfig
 from seglib.config.schema import DOWNLOAD_HELP, SECTIONS, STUDY_DATA_OPTIONS, StrokeSettings, StudyConfig
 from seglib.config.validate import (
     ConfigError,
@@ -30,19 +31,25 @@ def _check_seeds(value) -> tuple[int, ...]:
     return seeds
 
 
+def base_cell(cfg: StudyConfig) -> RunConfig:
+    """The typed cell of the configuration without its grid (seed 0)."""
+    return RunConfig(**{name: getattr(cfg, name) for name in SECTIONS})
+
+
 def _grid_cells(cfg: StudyConfig):
-    """(where, sections) of every configuration the grid makes (the base alone without a grid)."""
-    base = {name: getattr(cfg, name) for name in SECTIONS}
+    """(where, typed cell) of every configuration the grid makes (the base alone without a grid)."""
+    base = base_cell(cfg)
     if not cfg.grid:
         yield "", base
         return
     for i, block in enumerate(cfg.grid):
         keys = list(block)
         for combo in itertools.product(*block.values()):
-            cell = dict(base)
+            cell = base
             for dotted, value in zip(keys, combo):
                 sec, _, key = dotted.partition(".")
-                cell[sec] = dataclasses.replace(cell[sec], **{key: _coerce(value, _hint(sec, key), dotted)})
+                section = dataclasses.replace(getattr(cell, sec), **{key: _coerce(value, _hint(sec, key), dotted)})
+                cell = dataclasses.replace(cell, **{sec: section})
             label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
             yield f"grid[{i}] ({label}): ", cell
 
@@ -78,9 +85,9 @@ def check_device(name: str, where: str = "train.device") -> None:
         raise ConfigError(f"{where} = {name!r}: {e}") from None
 
 
-def _check_cell(study: str, cell: dict) -> None:
+def _check_cell(study: str, cell: RunConfig) -> None:
     """Checks of one configuration (the base, or one cell of the grid) that need more than one key."""
-    d, m, t = cell["data"], cell["model"], cell["train"]
+    d, m, t = cell.data, cell.model, cell.train
     if d.patch_size is not None and d.patch_size > d.size:
         raise ConfigError(f"data.patch_size = {d.patch_size}: cannot be larger than data.size = {d.size}.")
     for key, (offered, why) in STUDY_DATA_OPTIONS[study].items():

@@ -33,6 +33,7 @@ from seglib.config.checks import (
     _check_settings,
     _check_swept_overrides,
     _grid_cells,
+    base_cell,
 )
 from seglib.config.schema import (
     PROFILES,
@@ -177,7 +178,7 @@ def _resolve(study: str, params: dict) -> StudyConfig:
     _check_executor(cfg.executor)
     _check_settings(cfg)
     try:
-        _check_cell(cfg.study, {name: getattr(cfg, name) for name in SECTIONS})
+        _check_cell(cfg.study, base_cell(cfg))
         base_error = None
     except ConfigError as e:
         base_error = str(e)

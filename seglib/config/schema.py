@@ -188,7 +188,8 @@ class StudyConfig:
         return as_dict(self)
 
     def run_base(self) -> dict:
-        """The nested dict a grid expands: the sections that define one training run."""
+        """The nested dict a grid expands: the sections that define one training run (each run's cell stays
+        this plain dict, its key; the code that trains it reads it as a :class:`~seglib.config.RunConfig`)."""
         d = as_dict(self)
         return {k: d[k] for k in ("data", "model", "loss", "optim", "train")}
 

@@ -64,7 +64,8 @@ def _train_code() -> str:
 
 @dataclass(frozen=True, eq=True)
 class RunSpec:
-    """One grid cell: the study, its resolved config (plain JSON types), the data's content
+    """One grid cell: the study, its resolved config (plain JSON types; the training code reads it as a
+    :class:`~seglib.config.RunConfig`, whose ``to_dict`` gives it back), the data's content
     fingerprint and the fingerprint of the library code that trains and evaluates it
     (:func:`seglib.fingerprint.code_fingerprint`, by default that of the code on disk now).
     ``key`` hashes all four: a change to any of them is another run."""

@@ -9,6 +9,7 @@ own process. :func:`dask_setup` is the Dask worker preload that pins a LocalClus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,17 +25,18 @@ def _spec_and_train_fn(job: dict):
     """The run's :class:`RunSpec` and an in-process ``train_fn``, rebuilt from the job file."""
     from functools import partial
 
-    from seglib.config import SECTIONS, STUDY_SETTINGS, StudyConfig, build_section
+    from seglib.config import SECTIONS, STUDY_SETTINGS, RunConfig, StudyConfig
     from seglib.paths import Paths
     from seglib.runs.cache import RunSpec
     from seglib.studies.pipeline import prepare, study_module, train_cell
 
     os.environ["SEGLIB_BUILD"] = job["build"]
-    cell = job["config"]
+    config = job["config"]  # the run's plain dict: its key is computed from it
+    cell = RunConfig.from_dict(config)  # validated, so an edited job file fails here with the key it names
     sections = {name: cls() for name, cls in SECTIONS.items()}  # prepare() reads the data section alone
-    sections["data"] = build_section(SECTIONS["data"], {**cell["data"], "data_dir": job["data_dir"]}, "data")
+    sections["data"] = dataclasses.replace(cell.data, data_dir=str(job["data_dir"]))
     cfg = StudyConfig(study=job["study"], profile="job", settings=STUDY_SETTINGS[job["study"]](), **sections)
-    spec = RunSpec(job["study"], cell, job["data_fingerprint"], job["code_fingerprint"])
+    spec = RunSpec(job["study"], config, job["data_fingerprint"], job["code_fingerprint"])
     if spec.key != job["key"]:
         raise ValueError(f"job file of run {job['key']}: its contents give the key {spec.key}; the file was edited")
     prepared = prepare(cfg, Paths(Path(job["project"])))

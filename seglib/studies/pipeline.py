@@ -1,14 +1,17 @@
 """What the three studies share on the training side: the data source and one training run.
 
-A study module (``stroke``, ``prostate``, ``brain``) provides four functions::
+A study module (``stroke``, ``prostate``, ``brain``) provides five functions, each given the typed
+cell (:class:`~seglib.config.RunConfig`) or its data section::
 
-    arrays(prepared, data_cfg: dict, cache_dir) -> dict of numpy arrays (preprocessed, cached)
-    datasets(arrays, cell: dict) -> (train_dataset, val_dataset)
+    arrays(prepared, data: DataConfig) -> dict of numpy arrays (preprocessed, cached in prepared.cache_dir)
+    datasets(arrays, cell: RunConfig) -> (train_dataset, val_dataset)
     evaluate(model, arrays, cell, loss_fn, device, precision) -> (per-case metrics DataFrame, predictions dict)
+    predict_case(model, case, cell, device, precision) -> binary mask on the case's own grid
     in_channels(arrays) -> int
 
 and this module turns a grid cell of a validated :class:`~seglib.config.StudyConfig` into one trained run
-(:mod:`seglib.studies.collect` expands the grid and gathers the runs' results).
+(:mod:`seglib.studies.collect` expands the grid into plain dicts, the runs' keys, and gathers the runs'
+results; :func:`train_cell` reads its dict once into a :class:`~seglib.config.RunConfig`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seglib.config import DataConfig, StudyConfig
+from seglib.config import DataConfig, RunConfig, StudyConfig
 from seglib.hashing import stable_hash
 from seglib.paths import Paths
 
@@ -108,61 +111,49 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
                     fingerprint, source, paths.cache)
 
 
-def train_settings(cell: dict):
-    from seglib.train import TrainSettings
-
-    t, o = cell["train"], cell["optim"]
-    return TrainSettings(
-        epochs=t["epochs"], optimizer=o["name"], lr=o["lr"], momentum=o["momentum"],
-        weight_decay=o["weight_decay"], grad_clip=o["grad_clip"], patience=t["patience"],
-        min_delta=t["min_delta"], monitor=t["monitor"], mode=t["mode"], device=t["device"],
-        precision=t["precision"], channels_last=t["channels_last"], seed=t["seed"])
-
-
-def build_cell_model(cell: dict, in_channels: int):
+def build_cell_model(cell: RunConfig, in_channels: int):
     from seglib.nn.unet import build_model
 
-    m = cell["model"]
-    params = {"spatial_dims": m["spatial_dims"], "in_channels": in_channels, "out_channels": 1,
-              "features": tuple(m["features"]), "upsample": m["upsample"]}
-    if m["name"] == "unet" and m["spatial_dims"] == 3:
-        params["conv"] = m["conv"]
-        if m["conv"] == "2+1d":
-            params["recompute"] = m.get("recompute", "auto")
-    return build_model(m["name"], **params)
+    m = cell.model
+    params = {"spatial_dims": m.spatial_dims, "in_channels": in_channels, "out_channels": 1,
+              "features": tuple(m.features), "upsample": m.upsample}
+    if m.name == "unet" and m.spatial_dims == 3:
+        params["conv"] = m.conv
+        if m.conv == "2+1d":
+            params["recompute"] = m.recompute
+    return build_model(m.name, **params)
 
 
-def build_cell_loss(cell: dict):
+def build_cell_loss(cell: RunConfig):
     from seglib.nn.losses import build_loss, loss_parameters
 
-    spec = cell["loss"]
-    name = spec["name"]
-    allowed = loss_parameters(name)
-    params = {k: spec[k] for k in ("alpha", "beta", "batch", "smooth") if k in allowed and spec.get(k) is not None}
-    return build_loss(name, **params)
+    spec = cell.loss
+    allowed = loss_parameters(spec.name)
+    params = {k: getattr(spec, k) for k in ("alpha", "beta", "batch", "smooth")
+              if k in allowed and getattr(spec, k) is not None}
+    return build_loss(spec.name, **params)
 
 
 def train_cell(spec, run_dir: Path, *, module, prepared: Prepared, progress: bool = True):
     """One grid cell: preprocess (cached), train with checkpoints in ``run_dir``, evaluate per case."""
     from seglib.nn.unet import count_parameters
     from seglib.runs import RunOutputs
-    from seglib.train import fit, make_loader
+    from seglib.train import TrainSettings, fit, make_loader
     from seglib.train.device import cpu_threads
     from seglib.train.rng import seed_all
 
-    cell = spec.config
-    seed = cell["train"]["seed"]
-    threads = int(cell["train"].get("cpu_threads") or 1)
+    cell = RunConfig.from_dict(spec.config)  # the key stays that of the plain dict, spec.config
+    seed, threads = cell.seed, cell.train.cpu_threads
     with cpu_threads(threads):
-        arrays = module.arrays(prepared, cell["data"])
+        arrays = module.arrays(prepared, cell.data)
         # the run's own seed, before anything draws: datasets, the model's initial weights, the loss
         # (whatever this process trained before, or whether the arrays came from the cache)
         seed_all(seed)
         train_ds, val_ds = module.datasets(arrays, cell)
         model = build_cell_model(cell, module.in_channels(arrays))
         loss_fn = build_cell_loss(cell)
-        settings = train_settings(cell)
-        bs = cell["train"]["batch_size"]
+        settings = TrainSettings.from_config(cell.train, cell.optim, seed)
+        bs = cell.train.batch_size
         train_loader = make_loader(train_ds, bs, shuffle=True, seed=seed)
         val_loader = make_loader(val_ds, bs, shuffle=False, seed=seed)
         history = fit(model, loss_fn, train_loader, val_loader, settings,

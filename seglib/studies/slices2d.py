@@ -3,7 +3,8 @@
 A study module builds its cached slice arrays (``image (N, C, S, S)``, ``mask (N, S, S)``,
 ``patient (N,)``, ``slice (N,)``) and this module does the rest: datasets with the study's
 augmentation and slice sampling, prediction of the validation slices, per-volume metrics
-(slices regrouped by patient before measuring), a per-case loss, and the stored examples.
+(slices regrouped by patient before measuring), a per-case loss, and the stored examples. A run's
+settings come as its typed cell (:class:`seglib.config.RunConfig`: ``cell.data.size``, ``cell.train.threshold``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from seglib.config import RunConfig
 from seglib.data.sampling import slice_weights
 from seglib.data.transforms import SliceDataset, build_augmentation
 from seglib.eval.metrics import volume_metrics
@@ -33,12 +35,12 @@ def in_channels(arrays: dict) -> int:
     return int(arrays["train_image"].shape[1])
 
 
-def datasets(arrays: dict, cell: dict, augmentation: str):
+def datasets(arrays: dict, cell: RunConfig, augmentation: str):
     """Training slices (augmented, optionally drawn ∝ lesion area + uniform share) and validation slices."""
-    d, seed = cell["data"], cell["train"]["seed"]
-    transform = build_augmentation(augmentation, seed=seed) if d["augment"] else None
+    d, seed = cell.data, cell.seed
+    transform = build_augmentation(augmentation, seed=seed) if d.augment else None
     weights = groups = None
-    if d["slice_sampling"] == "lesion_weighted":
+    if d.slice_sampling == "lesion_weighted":
         patients = arrays["train_patient"].astype(str)
         areas = arrays["train_mask"].reshape(len(patients), -1).sum(axis=1).astype(float)
         weights = np.empty(len(patients))
@@ -47,12 +49,12 @@ def datasets(arrays: dict, cell: dict, augmentation: str):
             weights[sel] = slice_weights(areas[sel])
         groups = patients
     train = SliceDataset(arrays["train_image"], arrays["train_mask"][:, None], transform=transform,
-                         weights=weights, samples_per_epoch=d["samples_per_epoch"], seed=seed, groups=groups)
+                         weights=weights, samples_per_epoch=d.samples_per_epoch, seed=seed, groups=groups)
     val = SliceDataset(arrays["val_image"], arrays["val_mask"][:, None])
     return train, val
 
 
-def predict_slices(model, images: np.ndarray, cell: dict, device, precision) -> np.ndarray:
+def predict_slices(model, images: np.ndarray, cell: RunConfig, device, precision) -> np.ndarray:
     """Foreground probabilities ``(N, S, S)`` float32 of preprocessed slices ``(N, C, S, S)``: batches of
     ``train.batch_size`` under the run's precision (:func:`seglib.train.predict_batches`). The one prediction
     of the 2D studies, for their evaluation and for ``seglib predict``."""
@@ -60,17 +62,17 @@ def predict_slices(model, images: np.ndarray, cell: dict, device, precision) -> 
 
     images = np.asarray(images)
     slices = SliceDataset(images, np.zeros((len(images), 1, *images.shape[2:]), np.uint8))
-    loader = make_loader(slices, cell["train"]["batch_size"], shuffle=False, seed=0)
+    loader = make_loader(slices, cell.train.batch_size, shuffle=False, seed=0)
     probs = [torch.sigmoid(logits)[:, 0].numpy() for logits, _ in predict_batches(model, loader, device, precision)]
     return np.concatenate(probs).astype(np.float32)
 
 
-def predict_val(model, arrays: dict, cell: dict, device, precision) -> np.ndarray:
+def predict_val(model, arrays: dict, cell: RunConfig, device, precision) -> np.ndarray:
     """Foreground probabilities of every validation slice, ``(N, S, S)`` float32."""
     return predict_slices(model, arrays["val_image"], cell, device, precision)
 
 
-def predict_case_slices(model, case, cell: dict, device, precision, normalise) -> np.ndarray:
+def predict_case_slices(model, case, cell: RunConfig, device, precision, normalise) -> np.ndarray:
     """The binary prediction of one raw case on its own grid ``(H, W, Z)``: every slice extracted as in
     training (:func:`seglib.data.preprocess.extract_slices` with ``normalise``), predicted by
     :func:`predict_slices`, resized back and cut at ``train.threshold``."""
@@ -79,20 +81,20 @@ def predict_case_slices(model, case, cell: dict, device, precision, normalise) -
 
     shape = case.image.shape[1:]
     unlabelled = Case(case.id, case.image, np.zeros(shape, np.uint8), case.spacing)
-    sl = extract_slices([unlabelled], cell["data"]["size"], normalise=normalise)
+    sl = extract_slices([unlabelled], cell.data.size, normalise=normalise)
     probs = predict_slices(model, sl["image"], cell, device, precision)
     vol = np.stack([resize_probabilities(p, shape[:2]) for p in probs], axis=-1)
-    return (vol >= cell["train"]["threshold"]).astype(np.uint8)
+    return (vol >= cell.train.threshold).astype(np.uint8)
 
 
-def evaluate(model, arrays: dict, cell: dict, loss_fn, device, precision, *, examples=None):
+def evaluate(model, arrays: dict, cell: RunConfig, loss_fn, device, precision, *, examples=None):
     """Per-volume metrics of the validation patients, their per-case loss, and example predictions.
 
     ``examples``: indices of validation slices whose image, truth and prediction are stored
     (``"slice<i>/image|truth|pred"``) for the figures.
     """
     probs = predict_val(model, arrays, cell, device, precision)
-    pred = (probs >= cell["train"]["threshold"]).astype(np.uint8)
+    pred = (probs >= cell.train.threshold).astype(np.uint8)
     truth = arrays["val_mask"].astype(np.uint8)
     patients = arrays["val_patient"].astype(str)
     frame = volume_metrics(list(pred), list(truth), list(patients))

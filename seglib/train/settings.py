@@ -46,6 +46,15 @@ class TrainSettings:
     deterministic: bool = True
     restore_best: bool = True
 
+    @classmethod
+    def from_config(cls, train, optim, seed: int) -> TrainSettings:
+        """The settings of a run from its :class:`~seglib.config.TrainConfig` and
+        :class:`~seglib.config.OptimConfig` sections (``cell.train``, ``cell.optim``) and its seed."""
+        return cls(epochs=train.epochs, optimizer=optim.name, lr=optim.lr, momentum=optim.momentum,
+                   weight_decay=optim.weight_decay, grad_clip=optim.grad_clip, patience=train.patience,
+                   min_delta=train.min_delta, monitor=train.monitor, mode=train.mode, device=train.device,
+                   precision=train.precision, channels_last=train.channels_last, seed=seed)
+
     def __post_init__(self) -> None:
         def _int(name: str, lo: int) -> None:
             v = getattr(self, name)

@@ -1,6 +1,7 @@
 """Study A: ischemic stroke lesions in 3D ((2+1)D convolution, input size, DiceBCE vs GDL+CE).
 
-The four functions the runner (:mod:`seglib.studies.pipeline`) calls:
+The functions the runner (:mod:`seglib.studies.pipeline`) calls, given the run's typed cell
+(:class:`seglib.config.RunConfig`) or its data section:
 
 * :func:`arrays`: every labelled case resized to ``data.size``³ (images trilinear; masks nearest,
   or trilinear as the seed's ``grid_sample`` did with ``mask_interp="linear_as_published"``),
@@ -29,6 +30,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from seglib.config import DataConfig, RunConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = ["arrays", "datasets", "evaluate", "in_channels", "predict_case", "predict_logits", "VolumeDataset"]
@@ -40,13 +43,13 @@ def _mask_threshold(mask_interp: str) -> float | None:
     return 0.5 if mask_interp == "linear_as_published" else None
 
 
-def _build(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
+def _build(prepared, data_cfg: DataConfig) -> dict[str, np.ndarray]:
     from seglib.data.preprocess import preprocess_volume
 
-    size, interp = int(data_cfg["size"]), data_cfg["mask_interp"]
-    zscore = data_cfg["normalize"] == "zscore"
-    if data_cfg["normalize"] not in ("none", "zscore"):
-        raise ValueError(f"data.normalize = {data_cfg['normalize']!r}: study A offers 'none' (as published) or "
+    size, interp = int(data_cfg.size), data_cfg.mask_interp
+    zscore = data_cfg.normalize == "zscore"
+    if data_cfg.normalize not in ("none", "zscore"):
+        raise ValueError(f"data.normalize = {data_cfg.normalize!r}: study A offers 'none' (as published) or "
                          f"'zscore'.")
     out: dict[str, list] = {k: [] for k in ("train_image", "train_mask", "val_image", "val_mask", "val_spacing")}
     for split, ids in (("train", prepared.train_ids), ("val", prepared.val_ids)):
@@ -70,7 +73,7 @@ def _build(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def arrays(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
+def arrays(prepared, data_cfg: DataConfig) -> dict[str, np.ndarray]:
     """Preprocessed stacks of the split, cached in ``prepared.cache_dir``.
 
     Returns ``train_image (N, C, S, S, S)`` float32, ``train_mask (N, S, S, S)`` (uint8, or
@@ -80,9 +83,9 @@ def arrays(prepared, data_cfg: dict) -> dict[str, np.ndarray]:
     """
     from seglib.data.cache import cached_arrays
 
-    key = {"study": STUDY, "what": "volumes", "fingerprint": prepared.fingerprint, "size": int(data_cfg["size"]),
-           "mask_interp": data_cfg["mask_interp"], "normalize": data_cfg["normalize"],
-           "channels": data_cfg.get("channels"), "train": list(prepared.train_ids), "val": list(prepared.val_ids)}
+    key = {"study": STUDY, "what": "volumes", "fingerprint": prepared.fingerprint, "size": int(data_cfg.size),
+           "mask_interp": data_cfg.mask_interp, "normalize": data_cfg.normalize,
+           "channels": data_cfg.channels, "train": list(prepared.train_ids), "val": list(prepared.val_ids)}
     return cached_arrays(key, lambda: _build(prepared, data_cfg), prepared.cache_dir)
 
 
@@ -106,36 +109,36 @@ class VolumeDataset(Dataset):
                 "mask": torch.as_tensor(np.ascontiguousarray(self.masks[i][None]), dtype=torch.float32)}
 
 
-def datasets(arrays: dict[str, np.ndarray], cell: dict):
+def datasets(arrays: dict[str, np.ndarray], cell: RunConfig):
     """Training set (whole volumes, or patches from the cell's sampler) and the whole validation volumes."""
     from seglib.data.sampling import PatchDataset
 
-    d = cell["data"]
+    d = cell.data
     val = VolumeDataset(arrays["val_image"], arrays["val_mask"])
-    if d["sampler"] == "none":
+    if d.sampler == "none":
         return VolumeDataset(arrays["train_image"], arrays["train_mask"]), val
     patch = _window(d)
     train = PatchDataset(list(arrays["train_image"]), list(arrays["train_mask"]), patch_size=patch,
-                         sampler=d["sampler"], threshold=d["sampler_threshold"],
-                         samples_per_epoch=d["samples_per_epoch"], seed=int(cell["train"]["seed"]))
+                         sampler=d.sampler, threshold=d.sampler_threshold,
+                         samples_per_epoch=d.samples_per_epoch, seed=cell.seed)
     return train, val
 
 
-def _window(data_cfg: dict) -> int | None:
+def _window(data_cfg: DataConfig) -> int | None:
     """The sliding window of a run trained on patches (its patch size), None for whole volumes."""
-    if data_cfg["sampler"] == "none":
+    if data_cfg.sampler == "none":
         return None
-    return int(data_cfg["patch_size"] or max(4, int(data_cfg["size"]) // 2))
+    return int(data_cfg.patch_size or max(4, int(data_cfg.size) // 2))
 
 
 @torch.no_grad()
-def predict_logits(model, image: np.ndarray, cell: dict, device, precision: str) -> torch.Tensor:
+def predict_logits(model, image: np.ndarray, cell: RunConfig, device, precision: str) -> torch.Tensor:
     """Logits ``(1, 1, S, S, S)`` of one preprocessed volume ``(C, S, S, S)``: the whole volume, or MONAI's
     sliding window (the patch as window, Gaussian weighting) when the run trained on patches; under the
     run's autocast. The one prediction of study A, for :func:`evaluate` and :func:`predict_case`."""
     from seglib.train.device import autocast
 
-    patch = _window(cell["data"])
+    patch = _window(cell.data)
     x = torch.as_tensor(image[None], dtype=torch.float32, device=device)
     with autocast(device, precision):
         if patch is None:
@@ -148,7 +151,7 @@ def predict_logits(model, image: np.ndarray, cell: dict, device, precision: str)
     return logits.float()
 
 
-def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, precision: str):
+def evaluate(model, arrays: dict[str, np.ndarray], cell: RunConfig, loss_fn, device, precision: str):
     """Per-case metrics and loss of the held-out volumes, and the best and worst case's volumes.
 
     The prediction is ``sigmoid(logits) >= train.threshold``; metrics are
@@ -159,7 +162,7 @@ def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, 
     """
     from seglib.eval.metrics import case_metrics
 
-    threshold = float(cell["train"]["threshold"])
+    threshold = float(cell.train.threshold)
     model.eval()
     rows, preds = [], {}
     for image, truth, cid, spacing in zip(arrays["val_image"], arrays["val_mask"], arrays["val_ids"],
@@ -185,14 +188,14 @@ def evaluate(model, arrays: dict[str, np.ndarray], cell: dict, loss_fn, device, 
     return df, out
 
 
-def predict_case(model, case, cell: dict, device, precision: str) -> np.ndarray:
+def predict_case(model, case, cell: RunConfig, device, precision: str) -> np.ndarray:
     """The binary prediction of one case on its own grid (``case.image.shape[1:]``): preprocessed as in
     training (:func:`seglib.data.preprocess.preprocess_volume`), predicted as in :func:`evaluate`
     (:func:`predict_logits`), its probabilities resized back and cut at ``train.threshold``."""
     from seglib.data.preprocess import preprocess_volume, resize_probabilities
 
-    d = cell["data"]
-    pre = preprocess_volume(case, int(d["size"]), zscore=d["normalize"] == "zscore")
+    d = cell.data
+    pre = preprocess_volume(case, int(d.size), zscore=d.normalize == "zscore")
     logits = predict_logits(model, pre["image"].astype(np.float32), cell, device, precision)
     prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
-    return (resize_probabilities(prob, case.image.shape[1:]) >= float(cell["train"]["threshold"])).astype(np.uint8)
+    return (resize_probabilities(prob, case.image.shape[1:]) >= float(cell.train.threshold)).astype(np.uint8)
