@@ -142,11 +142,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from seglib.report.notebooks import paths
+    from seglib.paths import paths
+    from seglib.runs import RunCache
     from seglib.runs.status import format_status, grid_status
+    from seglib.studies.collect import grid_specs
+    from seglib.studies.pipeline import prepare
 
     cfg = _load(args.study, args)
-    rows = grid_status(cfg, paths())
+    p = paths()
+    specs, axes = grid_specs(cfg, prepare(cfg, p))
+    rows = grid_status(specs, axes, RunCache(p.runs))
     print(format_status(rows))
     return 0
 

@@ -73,15 +73,11 @@ def run_state(cache: RunCache, spec) -> dict:
     return row
 
 
-def grid_status(cfg, paths) -> pd.DataFrame:
-    """Every run of ``cfg``'s grid with its state (see the module docstring)."""
+def grid_status(specs, axes, cache: RunCache) -> pd.DataFrame:
+    """Every run of a grid (``specs``, labelled along ``axes``) with its state in ``cache`` (see the module
+    docstring). The caller expands the grid (:func:`seglib.studies.collect.grid_specs`)."""
     from seglib.runs.grid import cell_label
-    from seglib.studies.collect import grid_specs
-    from seglib.studies.pipeline import prepare
 
-    prepared = prepare(cfg, paths)
-    specs, axes = grid_specs(cfg, prepared)
-    cache = RunCache(paths.runs)
     rows = []
     for spec in specs:
         label = cell_label(spec.config, axes) if axes else "baseline"
