@@ -89,6 +89,7 @@ def preprocess_volume(
     mask_interp: str = "nearest",
     threshold: float | None = None,
     zscore: bool = False,
+    zscore_nonzero: bool = False,
 ) -> dict[str, np.ndarray]:
     """Study A: resize ``case`` to ``size`` (N or N³) and optionally z-score.
 
@@ -96,7 +97,10 @@ def preprocess_volume(
     ``"linear_as_published"`` resamples the mask trilinearly as the seed's
     ``grid_sample`` did: a float32 mask with values in [0, 1]; pass
     ``threshold=0.5`` to binarise it afterwards (uint8). ``zscore`` normalises
-    each channel over the whole volume (the seed did not normalise).
+    each channel over the whole resized volume (the seed did not normalise); ``zscore_nonzero`` z-scores
+    each channel of the native image over its non-zero (brain) voxels before resizing, leaving the
+    background at 0 (:func:`zscore_channels` with ``nonzero=True``): both are invariant to a channel's
+    unit (ISLES'22 ADC in mm²/s or 10⁻³ mm²/s), the latter is not moved by how much background a case has.
     Returns ``{"image": (C, *size) float32, "mask": (*size)}`` (no mask key
     when the case has none).
     """
@@ -104,7 +108,10 @@ def preprocess_volume(
         raise ValueError(f"mask_interp must be one of {MASK_INTERP}, got {mask_interp!r}.")
     spatial = case.image.ndim - 1
     out_size = _size_tuple(size, spatial)
-    image = resize_volume(case.image, out_size, "linear")
+    if zscore and zscore_nonzero:
+        raise ValueError("preprocess_volume: pass zscore or zscore_nonzero, not both.")
+    source = zscore_channels(case.image, nonzero=True) if zscore_nonzero else case.image
+    image = resize_volume(source, out_size, "linear")
     if zscore:
         image = zscore_channels(image)
     out = {"image": image}
