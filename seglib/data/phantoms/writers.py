@@ -92,6 +92,7 @@ def _write_isles22(out: Path, n_cases, shape, seed, knobs) -> None:
     shape = tuple(shape or (48, 48, 48))
     spacing = knobs.pop("spacing", 2.0)
     unlabelled = knobs.pop("unlabelled", 1)
+    mixed_units = knobs.pop("mixed_adc_units", False)
     base = out / "ISLES-2022"
     for i in range(n_cases):
         rng = np.random.default_rng([seed, stream, i])
@@ -101,7 +102,8 @@ def _write_isles22(out: Path, n_cases, shape, seed, knobs) -> None:
         aff = _affine((spacing,) * 3, shape)
         ses = base / sub / "ses-0001"
         _save_nifti(maps["dwi"], aff, ses / "dwi" / f"{sub}_ses-0001_dwi.nii.gz")
-        _save_nifti(maps["adc"], aff, ses / "dwi" / f"{sub}_ses-0001_adc.nii.gz")
+        adc = maps["adc"] * np.float32(1e-3) if mixed_units and i % 2 else maps["adc"]  # mm²/s, not 10⁻³ mm²/s
+        _save_nifti(adc, aff, ses / "dwi" / f"{sub}_ses-0001_adc.nii.gz")
         if labelled:
             f_shape = (shape[0] * 2, shape[1] * 2, max(2, shape[2] // 2))
             f_aff = _affine((spacing / 2, spacing / 2, spacing * 2), f_shape, angle_deg=rng.uniform(-6, 6))
@@ -180,7 +182,7 @@ def _write_lgg(out: Path, n_cases, shape, seed, knobs) -> None:
 _COMMON = {"contrast": 1.0, "noise": None, "bias": None}
 WRITERS = {
     "isles22": (_write_isles22, {**_COMMON, "lesions": (2, 5), "lesion_radius": (1.8, 8.0),
-                                 "spacing": 2.0, "unlabelled": 1}),
+                                 "spacing": 2.0, "unlabelled": 1, "mixed_adc_units": False}),
     "atlas2": (_write_atlas2, {**_COMMON, "lesions": (2, 5), "lesion_radius": (1.8, 8.0), "spacing": 2.0}),
     "prostatex": (_write_prostatex, {**_COMMON, "spacing": (2.0, 2.0, 3.0), "unlabelled": 1}),
     "lgg": (_write_lgg, {**_COMMON, "tumour_radius": (0.12, 0.32)}),
@@ -225,7 +227,8 @@ def write_dataset(dataset: str, root, n_cases: int, shape=None, seed: int = 0, *
             ``bias`` (std of the log bias field); stroke: ``lesions`` (min, max
             per case), ``lesion_radius`` (min, max voxels at 48³), ``spacing``;
             prostate: ``spacing``; ISLES / prostate: ``unlabelled`` (cases
-            without mask, at the end); LGG: ``tumour_radius`` (fraction of the
+            without mask, at the end); ISLES: ``mixed_adc_units`` (every second case stores its ADC in
+            mm²/s, the others in 10⁻³ mm²/s, as the real centres differ); LGG: ``tumour_radius`` (fraction of the
             half-width).
     """
     writer, allowed = look_up(dataset, WRITERS, "phantom dataset")
