@@ -322,6 +322,36 @@ def stack_volumes(items: Sequence[dict[str, np.ndarray]], ids: Sequence[str]) ->
     }
 
 
+def move_slice_axis(case: Case, axis: int) -> Case:
+    """``case`` with spatial ``axis`` (0, 1 or 2) moved last, where the 2D studies cut their slices
+    (``data.slice_axis``): image, mask, spacing, the affine's columns (and ``meta["affines"]``) follow, and
+    ``meta["slice_axis"]`` records it for :func:`restore_slice_axis`. ``axis=2`` returns ``case`` itself."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2, got {axis!r}.")
+    if axis == 2:
+        return case
+    order = [a for a in range(3) if a != axis] + [axis]
+
+    def turn(aff):
+        if aff is None:
+            return None
+        out = np.array(aff, dtype=np.float64, copy=True)
+        out[:3, :3] = np.asarray(aff)[:3, order]
+        return out
+
+    meta = {**case.meta, "slice_axis": axis}
+    if case.meta.get("affines"):
+        meta["affines"] = {k: turn(v) for k, v in case.meta["affines"].items()}
+    return Case(case.id, np.ascontiguousarray(case.image.transpose(0, *(a + 1 for a in order))),
+                None if case.mask is None else np.ascontiguousarray(case.mask.transpose(order)),
+                tuple(case.spacing[a] for a in order), dict(case.paths), turn(case.affine), meta)
+
+
+def restore_slice_axis(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The inverse of :func:`move_slice_axis` for a ``(X', Y', Z')`` array: the last axis back to ``axis``."""
+    return mask if axis == 2 else np.ascontiguousarray(np.moveaxis(mask, 2, axis))
+
+
 def resize_probabilities(prob: np.ndarray, shape) -> np.ndarray:
     """A probability map (2D or 3D) resized (linear) onto ``shape``: a prediction mapped back onto the case's grid."""
     return resize_volume(prob[None].astype(np.float32), tuple(int(s) for s in shape), "linear")[0]
