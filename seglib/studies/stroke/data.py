@@ -4,7 +4,8 @@ The four functions the runner (:mod:`seglib.studies.pipeline`) calls:
 
 * :func:`arrays`: every labelled case resized to ``data.size``³ (images trilinear; masks nearest,
   or trilinear as the seed's ``grid_sample`` did with ``mask_interp="linear_as_published"``),
-  optionally z-scored, cached on disk;
+  optionally z-scored (``data.normalize``: ``zscore`` over the resized volume, ``zscore_nonzero`` per case over
+  the brain's non-zero voxels, robust to ISLES'22's ADC units), cached on disk;
 * :func:`datasets`: whole volumes (``data.sampler="none"``) or patches drawn by the bounded
   rejection sampler / the lesion-aware sampler (:class:`seglib.data.sampling.PatchDataset`);
 * :func:`evaluate`: one prediction per held-out volume (whole volume, or MONAI's
