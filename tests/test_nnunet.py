@@ -203,3 +203,18 @@ def test_a_study_trains_and_predicts_on_an_nnunet_dataset(tmp_path, study, data)
         img = nib.load(str(out / f"{case.id}.nii.gz"))
         assert img.shape == case.image.shape[1:] and np.allclose(img.affine, case.affine)
         assert set(np.unique(np.asarray(img.dataobj)).tolist()) <= {0, 1}
+
+
+def test_foreground_and_slice_axis_are_part_of_the_data_fingerprint(tmp_path):
+    """The array caches key on the prepared data's fingerprint: the same files read with another foreground or cut
+    along another axis must not hit the arrays of the default (and the default keeps its fingerprint)."""
+    from seglib.report.notebooks import Paths
+    from seglib.studies.pipeline import prepare
+
+    paths = Paths(tmp_path / "build")
+    prints = set()
+    for data in ({}, {"foreground": "lesion"}, {"slice_axis": 1}):
+        cfg = resolve("prostate", {"profile": "smoke", "data": {"dataset": "nnunet", "n_cases": 3,
+                                                                 "phantom_shape": [12, 12, 8], **data}})
+        prints.add(prepare(cfg, paths).fingerprint)
+    assert len(prints) == 3

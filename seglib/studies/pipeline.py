@@ -99,6 +99,8 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
     ids = [c.id for c in labelled]
     train_ids, val_ids = split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
     fingerprint = data_fingerprint(case_files(labelled), root)
+    if d.foreground is not None or d.slice_axis != 2:  # the same files read into other masks or other slices:
+        fingerprint = stable_hash([fingerprint, d.foreground, d.slice_axis], length=32)  # other cached arrays
     if d.slice_axis != 2:  # 2D studies cut along the last axis: move the chosen one there
         from seglib.data.preprocess import move_slice_axis
 
