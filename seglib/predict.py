@@ -4,7 +4,7 @@ The run folder (``build/runs/<study>/<key>``) holds the resolved configuration a
 checkpoint. Every case of the folder is preprocessed as in training and predicted by the study's own
 ``predict_case`` (the prediction of its evaluation: the 3D sliding window with Gaussian weighting, 2D slice by
 slice, autocast), mapped back onto the case's own grid and written in the dataset's own format (NIfTI with the image's affine; LGG: ``<slice>_mask.tif`` beside a copy of
-the folder layout). Where the folder has masks, per-case metrics go to ``metrics.csv`` and their
+the folder layout; nnU-Net: ``<case>.nii.gz`` flat, as nnU-Net writes its predictions). Where the folder has masks, per-case metrics go to ``metrics.csv`` and their
 mean and median to ``summary.json``.
 """
 
@@ -142,6 +142,12 @@ def write_mask(dataset: str, case, mask: np.ndarray, out: Path) -> list[Path]:
             files.append(f)
         return files
     affine = case.affine if case.affine is not None else np.diag([*case.spacing, 1.0])
+    if dataset == "nnunet":  # nnU-Net's own layout for predictions: <case>.nii.gz, the label's value as foreground
+        fg = case.meta.get("foreground") or [1]
+        value = fg[0] if len(fg) == 1 else 1
+        out.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image((mask > 0).astype(np.uint8) * np.uint8(value), affine), out / f"{case.id}.nii.gz")
+        return [out / f"{case.id}.nii.gz"]
     name = {"prostatex": f"{case.id}.nii.gz", "isles22": f"{case.id}_ses-0001_msk.nii.gz",
             "atlas2": f"{case.id}_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz"}[dataset]
     folder = out / ("mask_prostate" if dataset == "prostatex" else case.id)
@@ -160,6 +166,7 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     outside every run folder, the device exists."""
     from seglib.config import check_device
     from seglib.data import load_cases
+    from seglib.data.preprocess import move_slice_axis, restore_slice_axis
     from seglib.report.notebooks import paths
     from seglib.eval.metrics import case_metrics
     from seglib.train.device import resolve_device, resolve_precision
@@ -187,11 +194,13 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     precision = resolve_precision(cell.train.precision, dev)
     model.to(dev)
     channels = cell.data.channels
-    cases = load_cases(dataset, data_dir, channels=list(channels) if channels else None)
+    axis = int(cell.data.slice_axis)
+    cases = load_cases(dataset, data_dir, channels=list(channels) if channels else None,
+                       foreground=cell.data.foreground)
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], 0
     for case in cases:
-        mask = predict_case(study, cell, model, case, dev, precision)
+        mask = restore_slice_axis(predict_case(study, cell, model, move_slice_axis(case, axis), dev, precision), axis)
         written += len(write_mask(dataset, case, mask, out))
         if case.mask is not None:
             rows.append({"case_id": case.id, **case_metrics(mask, case.mask, spacing=case.spacing)})

@@ -10,6 +10,7 @@ import logging
 import random
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +300,70 @@ def test_cache_with_reader_fingerprint(tmp_path):
     first = cached_arrays(key, build, tmp_path / "cache")
     again = cached_arrays(key, lambda: pytest.fail("rebuilt"), tmp_path / "cache")
     np.testing.assert_array_equal(first["image"], again["image"])
+
+
+# ------------------------------------------------------------------ study A: ADC units across centres
+def test_zscore_nonzero_is_unit_invariant_closed_form():
+    # channel 1 is channel 0 times 1e-3 (the same ADC in mm²/s instead of 10⁻³ mm²/s); zeros are background.
+    # brain voxels 1, 2, 3, 6: mean 3, std sqrt((4 + 1 + 0 + 9) / 4) = sqrt(3.5)
+    vol = np.zeros((2, 2, 2), np.float32)
+    vol.flat[:4] = [1, 2, 3, 6]
+    img = np.stack([vol, vol * np.float32(1e-3)])
+    z = zscore_channels(img, nonzero=True)
+    expected = (np.array([1, 2, 3, 6]) - 3) / np.sqrt(3.5)
+    np.testing.assert_allclose(z[0].flat[:4], expected, rtol=1e-5)
+    np.testing.assert_allclose(z[1], z[0], rtol=1e-4, atol=1e-5)
+    assert (z[:, 1, 1] == 0).all()  # background stays 0
+    case = _case(img, None)
+    out = preprocess_volume(case, 2, zscore_nonzero=True)["image"]  # size 2 = native: resize is the identity
+    np.testing.assert_allclose(out, z, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        preprocess_volume(case, 2, zscore=True, zscore_nonzero=True)
+
+
+def _adc_brain_quartiles(image: np.ndarray) -> np.ndarray:
+    adc = image[1]
+    return np.percentile(adc[adc != 0], [25, 50, 75])
+
+
+def test_adc_units_phantom_comparable_after_zscore_nonzero(tmp_path):
+    """A phantom whose every second case stores ADC in mm²/s (×1e-3): as published (no normalisation) the two
+    groups' ADC differ by 1000×; after the per-case z-score over brain voxels their quartiles agree."""
+    root = write_dataset("isles22", tmp_path / "mixed", 5, shape=(16, 16, 16), mixed_adc_units=True)
+    cases = with_masks(load_cases("isles22", root))
+    raw_max = [float(c.image[1].max()) for c in cases]
+    milli = [m for i, m in enumerate(raw_max) if i % 2 == 0]
+    si = [m for i, m in enumerate(raw_max) if i % 2 == 1]
+    assert min(milli) > 1 and max(si) < 0.01  # the unit difference is there
+    raw = [_adc_brain_quartiles(preprocess_volume(c, 12)["image"]) for c in cases]
+    assert np.median([q[1] for q in raw[::2]]) / np.median([q[1] for q in raw[1::2]]) > 500
+    norm = [_adc_brain_quartiles(preprocess_volume(c, 12, zscore_nonzero=True)["image"]) for c in cases]
+    groups = np.array([np.mean(norm[0::2], axis=0), np.mean(norm[1::2], axis=0)])
+    np.testing.assert_allclose(groups[0], groups[1], atol=0.25)  # same anatomy, z units: within 0.25 sd
+
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isles22"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data is absent")
+def test_adc_units_real_isles22_comparable_after_zscore_nonzero():
+    """All five real cases: 0002 and 0003 store ADC in mm²/s, 0001, 0004 and 0009 in 10⁻³ mm²/s. As published the
+    brain's median ADC differs by about 1000× between the groups; after the corrected normalisation each case's
+    ADC quartiles over the brain lie within 0.5 sd of every other case's, and the lesion is darker than the brain
+    (negative z) in every labelled case."""
+    cases = load_cases("isles22", REAL)
+    assert len(cases) == 5
+    si = {"sub-strokecase0002", "sub-strokecase0003"}
+    raw_median = {c.id: float(np.median(c.image[1][c.image[1] != 0])) for c in cases}
+    ratio = min(v for k, v in raw_median.items() if k not in si) / max(v for k, v in raw_median.items() if k in si)
+    assert ratio > 200
+    quart = {}
+    for c in cases:
+        out = preprocess_volume(c, 32, zscore_nonzero=True)["image"]
+        quart[c.id] = _adc_brain_quartiles(out)
+        if c.mask is not None:
+            z = zscore_channels(c.image, nonzero=True)[1]
+            assert z[c.mask > 0].mean() < -0.3, c.id  # restricted diffusion: dark on ADC, in either unit
+    q = np.array(list(quart.values()))
+    assert (q.max(axis=0) - q.min(axis=0) < 0.5).all(), quart

@@ -190,3 +190,18 @@ def test_peak_rss_sees_a_short_lived_allocation():
                          env={**os.environ, **MALLOC_ENV}).stdout
     peak, after = map(float, out.split("DELTA")[1].split())
     assert peak > 200 and after < 100, out
+
+
+def test_arrays_zscore_nonzero_per_case_over_the_brain(prepared):
+    """``normalize: zscore_nonzero``: each case's channels z-scored over their non-zero voxels before resizing, so
+    at the native size (12 = the phantom's) every training volume's brain voxels have mean 0 and sd 1 and its
+    background stays 0; the same normalisation serves ``predict_case``."""
+    a = stroke.arrays(prepared, _data_cfg(normalize="zscore_nonzero", size=12))
+    for cid, img in zip(a["train_ids"], a["train_image"]):
+        raw = prepared.case(str(cid)).image
+        for c in range(img.shape[0]):
+            brain = raw[c] != 0
+            np.testing.assert_allclose(img[c][brain].mean(), 0, atol=1e-4)
+            np.testing.assert_allclose(img[c][brain].std(), 1, atol=1e-4)
+            assert (img[c][~brain] == 0).all()
+    assert stroke.data._normalisation({"normalize": "zscore_nonzero"}) == {"zscore_nonzero": True}

@@ -100,10 +100,9 @@ def _check_cell(study: str, cell: RunConfig) -> None:
     if len(m.features) < 2:
         raise ConfigError(f"model.features = {list(m.features)}: expected at least 2 positive widths (one per "
                           f"level, e.g. [8, 16, 32, 64]).")
+    _check_foreground(d)
     if d.channels is not None:
-        from seglib.data import CHANNELS
-
-        offered = CHANNELS[d.dataset]
+        offered = _offered_channels(d)
         if not d.channels:
             raise ConfigError(f"data.channels = []: expected at least one of {d.dataset}'s channels: "
                               f"{', '.join(offered)} (or null for the default).")
@@ -118,6 +117,34 @@ def _check_cell(study: str, cell: RunConfig) -> None:
         raise ConfigError(f"train.monitor = {t.monitor!r}: training does not measure it.{suggest(t.monitor, options)} "
                           f"Measured each epoch: {', '.join(options)}.")
     check_device(t.device)
+
+
+def _offered_channels(d) -> tuple[str, ...]:
+    """The channels of ``d.dataset``; nnunet: from the ``dataset.json`` under ``d.data_dir`` (the phantom's without)."""
+    from seglib.data.channels import channels_offered
+
+    try:
+        return channels_offered(d.dataset, d.data_dir)
+    except ValueError as e:
+        raise ConfigError(f"data.data_dir = {d.data_dir!r}: {e}") from None
+
+
+def _check_foreground(d) -> None:
+    """``data.foreground`` names a non-zero label of the nnunet dataset (its dataset.json, or the phantom's labels)."""
+    if d.foreground is None:
+        return
+    if d.dataset != "nnunet":
+        raise ConfigError(f"data.foreground = {d.foreground!r}: only data.dataset 'nnunet' has labels to choose "
+                          f"from, not {d.dataset!r}; leave it out (null).")
+    from seglib.data.channels import NNUNET_PHANTOM_LABELS
+    from seglib.data.readers.nnunet import NnunetDataset, read_dataset_json
+
+    try:
+        ds = (read_dataset_json(d.data_dir) if d.data_dir else
+              NnunetDataset(Path("<phantom>"), (), dict(NNUNET_PHANTOM_LABELS), ".nii.gz"))
+        ds.foreground_values(d.foreground)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_settings(cfg: StudyConfig) -> None:
@@ -174,7 +201,9 @@ def _check_consistency(cfg: StudyConfig) -> None:
             f"--data-dir /path/to/it")
     if d.data_dir and not Path(d.data_dir).expanduser().exists():
         raise ConfigError(f"data.data_dir = {d.data_dir!r}: no such folder. {DOWNLOAD_HELP[d.dataset]}.")
-    expected = {"stroke": ("isles22", "atlas2"), "prostate": ("prostatex",), "brain": ("lgg",)}[cfg.study]
+    # nnunet: any dataset in the nnU-Net raw layout, for every study (3D for stroke, cut into slices for the others)
+    expected = {"stroke": ("isles22", "atlas2", "nnunet"), "prostate": ("prostatex", "nnunet"),
+                "brain": ("lgg", "nnunet")}[cfg.study]
     if d.dataset not in expected:
         raise ConfigError(f"data.dataset = {d.dataset!r}: study '{cfg.study}' reads {' or '.join(expected)}.")
     dims = 3 if cfg.study == "stroke" else 2

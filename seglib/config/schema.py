@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from seglib.config.validate import (  # noqa: F401 - re-exported: the config's public API
     ConfigError,
@@ -34,7 +34,7 @@ def _rng(lo=None, hi=None, lo_open=False, hi_open=False):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["isles22", "atlas2", "prostatex", "lgg"] = "isles22"
+    dataset: Literal["isles22", "atlas2", "prostatex", "lgg", "nnunet"] = "isles22"
     data_dir: Optional[str] = None  # None: synthetic phantoms written under build/phantoms
     channels: Optional[tuple[str, ...]] = None  # None: the dataset's default channels
     n_cases: int = field(default=20, metadata=_rng(2))  # phantoms only
@@ -42,7 +42,7 @@ class DataConfig:
     phantom_seed: int = field(default=0, metadata=_rng(0))
     max_cases: Optional[int] = field(default=None, metadata=_rng(2))  # use only the first N cases of real data
     size: int = field(default=64, metadata=_rng(4, 1024))  # resize target: N^3 (3D) or N x N (2D)
-    normalize: Literal["none", "zscore", "minmax", "buda"] = "none"
+    normalize: Literal["none", "zscore", "zscore_nonzero", "minmax", "buda"] = "none"
     mask_interp: Literal["nearest", "linear_as_published"] = "nearest"
     split: Literal["patient", "slice"] = "patient"
     val_fraction: float = field(default=0.2, metadata=_rng(0, 1, True, True))
@@ -53,6 +53,12 @@ class DataConfig:
     samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
     slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
     augment: bool = False
+    # nnunet only: the foreground of the binary task, a label of dataset.json by name or value (None: every
+    # non-zero label)
+    foreground: Union[int, str, None] = None
+    # 2D studies: the voxel axis the volumes are cut along into slices (2: the last, as PROSTATEx and LGG are
+    # stored; nnU-Net datasets may need another)
+    slice_axis: Literal[0, 1, 2] = 2
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,10 @@ REMOVED_KEYS = {
 STUDY_DATA_OPTIONS = {
     "stroke": {"augment": ((False,), "trains without augmentation (as published)"),
                "split": (("patient",), "splits by patient (3D volumes have no slice split)"),
-               "normalize": (("none", "zscore"), "offers no normalisation (as published) or a per-channel z-score")},
+               "slice_axis": ((2,), "is 3D: it cuts no slices"),
+               "normalize": (("none", "zscore", "zscore_nonzero"), "offers no normalisation (as published), a "
+                                                                   "per-channel z-score over the volume or over its "
+                                                                   "non-zero (brain) voxels")},
     "prostate": {"normalize": (("none", "minmax"), "offers min-max per slice (as published) or none")},
     "brain": {"normalize": (("none", "buda"), "offers Buda's per-volume preprocessing or none"),
               "split": (("patient",), "splits by patient (Buda et al.)")},
@@ -219,6 +228,10 @@ DOWNLOAD_HELP = {
         "Kaggle LGG: download https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation "
         "(kaggle datasets download -d mateuszbuda/lgg-mri-segmentation) and unzip; data_dir is the kaggle_3m "
         "folder holding TCGA_<inst>_<id>_<date>/TCGA_..._<n>.tif and ..._<n>_mask.tif"
+    ),
+    "nnunet": (
+        "nnU-Net / Medical Segmentation Decathlon raw layout: data_dir is a DatasetNNN_Name folder (or the "
+        "nnUNet_raw folder holding one) with dataset.json, imagesTr/<case>_0000.nii.gz ... and labelsTr/<case>.nii.gz"
     ),
 }
 

@@ -6,8 +6,9 @@ splits, integrity checks, the channels table and the array cache.
 >>> trainable = with_masks(cases)                                 # doctest: +SKIP
 
 Readers (a plain registry, ``READERS``): ``isles22`` and ``atlas2`` (BIDS, see
-``seglib.data.readers.isles``), ``prostatex`` (``seglib.data.readers.prostatex``) and ``lgg``
-(``seglib.data.readers.lgg``). Importing this package reads nothing.
+``seglib.data.readers.isles``), ``prostatex`` (``seglib.data.readers.prostatex``) ``lgg``
+(``seglib.data.readers.lgg``) and ``nnunet`` (any dataset in the nnU-Net raw layout, by its ``dataset.json``:
+``seglib.data.readers.nnunet``). Importing this package reads nothing.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ def _lgg(root, channels=None, ids=None):
     return read_lgg(root, channels, ids)
 
 
+def _nnunet(root, channels=None, ids=None, foreground=None):
+    from seglib.data.readers.nnunet import read_nnunet
+
+    return read_nnunet(root, channels, ids, foreground)
+
+
 #: dataset name → reader(root, channels, ids) -> list[Case]
 READERS: dict[str, Callable[..., list[Case]]] = {
     "isles22": _isles22,
     "atlas2": _atlas2,
     "prostatex": _prostatex,
     "lgg": _lgg,
+    "nnunet": _nnunet,
 }
 
 
@@ -64,6 +72,7 @@ def load_cases(
     *,
     ids: Iterable[str] | None = None,
     verify: bool = True,
+    foreground: int | str | None = None,
 ) -> list[Case]:
     """Read every case of ``dataset`` under ``root``, sorted by id.
 
@@ -74,13 +83,18 @@ def load_cases(
             :data:`seglib.data.channels.DEFAULT_CHANNELS`).
         ids: read only these case ids (others are not opened).
         verify: run ``verify_integrity`` on the result (cheap; on by default).
+        foreground: ``nnunet`` only: the label (name or value) that is foreground; ``None``: every non-zero label.
 
     Cases without ground truth come back with ``mask=None`` and a logged
     warning; use ``with_masks`` to keep the trainable ones.
     """
     reader = look_up(dataset, READERS, "dataset")
     wanted = None if ids is None else set(ids)
-    cases = reader(Path(root), list(channels) if channels is not None else None, wanted)
+    chans = list(channels) if channels is not None else None
+    if foreground is not None and dataset != "nnunet":
+        raise ValueError(f"foreground = {foreground!r}: only dataset 'nnunet' has several labels to choose from, "
+                         f"not {dataset!r}; leave it out (null).")
+    cases = reader(Path(root), chans, wanted, foreground) if dataset == "nnunet" else reader(Path(root), chans, wanted)
     if wanted is not None:
         missing = sorted(wanted - {c.id for c in cases})
         if missing:

@@ -89,6 +89,7 @@ def preprocess_volume(
     mask_interp: str = "nearest",
     threshold: float | None = None,
     zscore: bool = False,
+    zscore_nonzero: bool = False,
 ) -> dict[str, np.ndarray]:
     """Study A: resize ``case`` to ``size`` (N or N³) and optionally z-score.
 
@@ -96,7 +97,10 @@ def preprocess_volume(
     ``"linear_as_published"`` resamples the mask trilinearly as the seed's
     ``grid_sample`` did: a float32 mask with values in [0, 1]; pass
     ``threshold=0.5`` to binarise it afterwards (uint8). ``zscore`` normalises
-    each channel over the whole volume (the seed did not normalise).
+    each channel over the whole resized volume (the seed did not normalise); ``zscore_nonzero`` z-scores
+    each channel of the native image over its non-zero (brain) voxels before resizing, leaving the
+    background at 0 (:func:`zscore_channels` with ``nonzero=True``): both are invariant to a channel's
+    unit (ISLES'22 ADC in mm²/s or 10⁻³ mm²/s), the latter is not moved by how much background a case has.
     Returns ``{"image": (C, *size) float32, "mask": (*size)}`` (no mask key
     when the case has none).
     """
@@ -104,7 +108,10 @@ def preprocess_volume(
         raise ValueError(f"mask_interp must be one of {MASK_INTERP}, got {mask_interp!r}.")
     spatial = case.image.ndim - 1
     out_size = _size_tuple(size, spatial)
-    image = resize_volume(case.image, out_size, "linear")
+    if zscore and zscore_nonzero:
+        raise ValueError("preprocess_volume: pass zscore or zscore_nonzero, not both.")
+    source = zscore_channels(case.image, nonzero=True) if zscore_nonzero else case.image
+    image = resize_volume(source, out_size, "linear")
     if zscore:
         image = zscore_channels(image)
     out = {"image": image}
@@ -313,6 +320,36 @@ def stack_volumes(items: Sequence[dict[str, np.ndarray]], ids: Sequence[str]) ->
         "patient": np.concatenate([np.full(it["image"].shape[-1], pid) for it, pid in zip(items, ids)]),
         "slice": np.concatenate([it["slices"] for it in items]),
     }
+
+
+def move_slice_axis(case: Case, axis: int) -> Case:
+    """``case`` with spatial ``axis`` (0, 1 or 2) moved last, where the 2D studies cut their slices
+    (``data.slice_axis``): image, mask, spacing, the affine's columns (and ``meta["affines"]``) follow, and
+    ``meta["slice_axis"]`` records it for :func:`restore_slice_axis`. ``axis=2`` returns ``case`` itself."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2, got {axis!r}.")
+    if axis == 2:
+        return case
+    order = [a for a in range(3) if a != axis] + [axis]
+
+    def turn(aff):
+        if aff is None:
+            return None
+        out = np.array(aff, dtype=np.float64, copy=True)
+        out[:3, :3] = np.asarray(aff)[:3, order]
+        return out
+
+    meta = {**case.meta, "slice_axis": axis}
+    if case.meta.get("affines"):
+        meta["affines"] = {k: turn(v) for k, v in case.meta["affines"].items()}
+    return Case(case.id, np.ascontiguousarray(case.image.transpose(0, *(a + 1 for a in order))),
+                None if case.mask is None else np.ascontiguousarray(case.mask.transpose(order)),
+                tuple(case.spacing[a] for a in order), dict(case.paths), turn(case.affine), meta)
+
+
+def restore_slice_axis(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The inverse of :func:`move_slice_axis` for a ``(X', Y', Z')`` array: the last axis back to ``axis``."""
+    return mask if axis == 2 else np.ascontiguousarray(np.moveaxis(mask, 2, axis))
 
 
 def resize_probabilities(prob: np.ndarray, shape) -> np.ndarray:

@@ -30,7 +30,7 @@ from seglib.paths import Paths
 log = logging.getLogger(__name__)
 
 LAYOUT_NAMES = {"isles22": "ISLES'22", "atlas2": "ATLAS R2.0", "prostatex": "PROSTATEx (Cuocolo)",
-                "lgg": "Kaggle LGG kaggle_3m"}
+                "lgg": "Kaggle LGG kaggle_3m", "nnunet": "nnU-Net raw (dataset.json)"}
 # Phantom knobs per dataset, tuned so that under the quick profile the best configuration of each study
 # reaches a mean per-case Dice above 0.8 while the configurations stay apart (measured 2026-11-25, one
 # thread: stroke DiceBCE (2+1)D 16³ 0.76 ... 3D 24³ 0.85; prostate BCE 0.81 ... Tversky α=0.5 0.88;
@@ -41,6 +41,7 @@ PHANTOM_KNOBS: dict[str, dict[str, Any]] = {
     "atlas2": {},
     "prostatex": {"contrast": 2.0},
     "lgg": {"contrast": 1.5, "tumour_radius": [0.18, 0.36]},
+    "nnunet": {"lesions": [1, 3], "lesion_radius": [8.0, 14.0], "contrast": 2.5, "noise": 0.04},
 }
 
 
@@ -91,7 +92,8 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
 
     d = cfg.data
     root, synthetic = data_root(d, paths)
-    cases = load_cases(d.dataset, root, channels=list(d.channels) if d.channels else None)
+    cases = load_cases(d.dataset, root, channels=list(d.channels) if d.channels else None,
+                       foreground=d.foreground)
     labelled = with_masks(cases)
     unlabelled = [c.id for c in cases if c.mask is None]
     if d.max_cases:
@@ -100,6 +102,12 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
     ids = [c.id for c in labelled]
     train_ids, val_ids = split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
     fingerprint = data_fingerprint(case_files(labelled), root)
+    if d.foreground is not None or d.slice_axis != 2:  # the same files read into other masks or other slices:
+        fingerprint = stable_hash([fingerprint, d.foreground, d.slice_axis], length=32)  # other cached arrays
+    if d.slice_axis != 2:  # 2D studies cut along the last axis: move the chosen one there
+        from seglib.data.preprocess import move_slice_axis
+
+        labelled = [move_slice_axis(c, d.slice_axis) for c in labelled]
     n = len(labelled)
     if synthetic:
         source = f"synthetic phantoms in the {LAYOUT_NAMES[d.dataset]} layout ({n} labelled cases)"

@@ -19,6 +19,9 @@ Layouts written:
   (uint16) and ``Files/prostate/mask_prostate/ProstateX-NNNN.nii.gz``; every
   fourth case (from the second) has a smaller matrix and coarser spacing, as the
   320×320 cases of the release; the last ``unlabelled`` image(s) have no mask.
+* ``nnunet``: ``Dataset001_Phantom/dataset.json`` (channels DWI, ADC; labels background 0, lesion 1, rim 2),
+  ``imagesTr/phantom_NNN_0000.nii.gz``, ``_0001``, ``labelsTr/phantom_NNN.nii.gz``; the last ``unlabelled``
+  case(s) in ``imagesTs/`` without labels.
 * ``lgg``: ``kaggle_3m/TCGA_<inst>_<id>_<date>/…_<n>.tif`` (H×W×3 uint8) and
   ``…_<n>_mask.tif`` ({0, 255}); odd-numbered patients zlib-compressed, the
   others uncompressed (the reader must take both).
@@ -92,6 +95,7 @@ def _write_isles22(out: Path, n_cases, shape, seed, knobs) -> None:
     shape = tuple(shape or (48, 48, 48))
     spacing = knobs.pop("spacing", 2.0)
     unlabelled = knobs.pop("unlabelled", 1)
+    mixed_units = knobs.pop("mixed_adc_units", False)
     base = out / "ISLES-2022"
     for i in range(n_cases):
         rng = np.random.default_rng([seed, stream, i])
@@ -101,7 +105,8 @@ def _write_isles22(out: Path, n_cases, shape, seed, knobs) -> None:
         aff = _affine((spacing,) * 3, shape)
         ses = base / sub / "ses-0001"
         _save_nifti(maps["dwi"], aff, ses / "dwi" / f"{sub}_ses-0001_dwi.nii.gz")
-        _save_nifti(maps["adc"], aff, ses / "dwi" / f"{sub}_ses-0001_adc.nii.gz")
+        adc = maps["adc"] * np.float32(1e-3) if mixed_units and i % 2 else maps["adc"]  # mm²/s, not 10⁻³ mm²/s
+        _save_nifti(adc, aff, ses / "dwi" / f"{sub}_ses-0001_adc.nii.gz")
         if labelled:
             f_shape = (shape[0] * 2, shape[1] * 2, max(2, shape[2] // 2))
             f_aff = _affine((spacing / 2, spacing / 2, spacing * 2), f_shape, angle_deg=rng.uniform(-6, 6))
@@ -152,6 +157,38 @@ def _write_prostatex(out: Path, n_cases, shape, seed, knobs) -> None:
             _save_nifti(gland.astype(np.uint8), aff, base / "mask_prostate" / f"{pid}.nii.gz")
 
 
+def _write_nnunet(out: Path, n_cases, shape, seed, knobs) -> None:
+    """Stroke-like volumes as an nnU-Net raw dataset: two channels, labels lesion (1) and a one-voxel rim
+    around it (2), the last ``unlabelled`` case(s) in ``imagesTs``."""
+    from scipy.ndimage import binary_dilation
+
+    from seglib.data.channels import CHANNELS, NNUNET_PHANTOM_LABELS
+
+    stream = 5
+    shape = tuple(shape or (48, 48, 48))
+    spacing = knobs.pop("spacing", 2.0)
+    unlabelled = knobs.pop("unlabelled", 1)
+    base = out / "Dataset001_Phantom"
+    channels = CHANNELS["nnunet"]
+    for i in range(n_cases):
+        rng = np.random.default_rng([seed, stream, i])
+        case = f"phantom_{i + 1:03d}"
+        maps, lesion = ps.stroke_volumes(rng, shape, channels, **knobs)
+        aff = _affine((spacing,) * 3, shape)
+        labelled = i < n_cases - unlabelled
+        images = base / ("imagesTr" if labelled else "imagesTs")
+        for k, ch in enumerate(channels):
+            _save_nifti(maps[ch], aff, images / f"{case}_{k:04d}.nii.gz")
+        if labelled:
+            rim = binary_dilation(lesion) & ~lesion
+            label = np.where(lesion, NNUNET_PHANTOM_LABELS["lesion"], np.where(rim, NNUNET_PHANTOM_LABELS["rim"], 0))
+            _save_nifti(label.astype(np.uint8), aff, base / "labelsTr" / f"{case}.nii.gz")
+    meta = {"name": "Phantom", "description": "seglib synthetic phantom (stroke-like)",
+            "channel_names": {str(k): ch.upper() for k, ch in enumerate(channels)},  # the reader lower-cases them
+            "labels": dict(NNUNET_PHANTOM_LABELS), "numTraining": n_cases - unlabelled, "file_ending": ".nii.gz"}
+    (base / "dataset.json").write_text(json.dumps(meta, indent=1))
+
+
 _INSTITUTIONS = ("CS", "DU", "EZ", "FG", "HT")
 
 
@@ -180,10 +217,12 @@ def _write_lgg(out: Path, n_cases, shape, seed, knobs) -> None:
 _COMMON = {"contrast": 1.0, "noise": None, "bias": None}
 WRITERS = {
     "isles22": (_write_isles22, {**_COMMON, "lesions": (2, 5), "lesion_radius": (1.8, 8.0),
-                                 "spacing": 2.0, "unlabelled": 1}),
+                                 "spacing": 2.0, "unlabelled": 1, "mixed_adc_units": False}),
     "atlas2": (_write_atlas2, {**_COMMON, "lesions": (2, 5), "lesion_radius": (1.8, 8.0), "spacing": 2.0}),
     "prostatex": (_write_prostatex, {**_COMMON, "spacing": (2.0, 2.0, 3.0), "unlabelled": 1}),
     "lgg": (_write_lgg, {**_COMMON, "tumour_radius": (0.12, 0.32)}),
+    "nnunet": (_write_nnunet, {**_COMMON, "lesions": (2, 5), "lesion_radius": (1.8, 8.0), "spacing": 2.0,
+                               "unlabelled": 1}),
 }
 
 
@@ -214,7 +253,7 @@ def write_dataset(dataset: str, root, n_cases: int, shape=None, seed: int = 0, *
     """Write ``n_cases`` synthetic cases of ``dataset`` under ``root``; return ``root``.
 
     Args:
-        dataset: ``"isles22"``, ``"atlas2"``, ``"prostatex"`` or ``"lgg"``.
+        dataset: ``"isles22"``, ``"atlas2"``, ``"prostatex"``, ``"lgg"`` or ``"nnunet"``.
         root: folder to create; pass it to ``load_cases(dataset, root)``.
         n_cases: number of cases (patients), including the unlabelled ones.
         shape: voxel grid (stroke default 48³ at 2 mm; prostate 96×96×12 at
@@ -225,7 +264,8 @@ def write_dataset(dataset: str, root, n_cases: int, shape=None, seed: int = 0, *
             ``bias`` (std of the log bias field); stroke: ``lesions`` (min, max
             per case), ``lesion_radius`` (min, max voxels at 48³), ``spacing``;
             prostate: ``spacing``; ISLES / prostate: ``unlabelled`` (cases
-            without mask, at the end); LGG: ``tumour_radius`` (fraction of the
+            without mask, at the end); ISLES: ``mixed_adc_units`` (every second case stores its ADC in
+            mm²/s, the others in 10⁻³ mm²/s, as the real centres differ); LGG: ``tumour_radius`` (fraction of the
             half-width).
     """
     writer, allowed = look_up(dataset, WRITERS, "phantom dataset")

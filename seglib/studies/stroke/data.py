@@ -5,7 +5,8 @@ The functions the runner (:mod:`seglib.studies.pipeline`) calls, given the run's
 
 * :func:`arrays`: every labelled case resized to ``data.size``³ (images trilinear; masks nearest,
   or trilinear as the seed's ``grid_sample`` did with ``mask_interp="linear_as_published"``),
-  optionally z-scored, cached on disk;
+  optionally z-scored (``data.normalize``: ``zscore`` over the resized volume, ``zscore_nonzero`` per case over
+  the brain's non-zero voxels, robust to ISLES'22's ADC units), cached on disk;
 * :func:`datasets`: whole volumes (``data.sampler="none"``) or patches drawn by the bounded
   rejection sampler / the lesion-aware sampler (:class:`seglib.data.sampling.PatchDataset`);
 * :func:`evaluate`: one prediction per held-out volume (whole volume, or MONAI's
@@ -43,21 +44,31 @@ def _mask_threshold(mask_interp: str) -> float | None:
     return 0.5 if mask_interp == "linear_as_published" else None
 
 
+#: data.normalize → preprocess_volume's keyword: none (as published), a z-score over the whole resized volume,
+#: or a per-case, per-channel z-score over the brain's (non-zero) voxels of the native image
+NORMALISATIONS = {"none": {}, "zscore": {"zscore": True}, "zscore_nonzero": {"zscore_nonzero": True}}
+
+
+def _normalisation(data_cfg: DataConfig) -> dict:
+    name = data_cfg.normalize
+    if name not in NORMALISATIONS:
+        raise ValueError(f"data.normalize = {name!r}: study A offers {', '.join(map(repr, NORMALISATIONS))} "
+                         f"('none' as published).")
+    return NORMALISATIONS[name]
+
+
 def _build(prepared, data_cfg: DataConfig) -> dict[str, np.ndarray]:
     from seglib.data.preprocess import preprocess_volume
 
     size, interp = int(data_cfg.size), data_cfg.mask_interp
-    zscore = data_cfg.normalize == "zscore"
-    if data_cfg.normalize not in ("none", "zscore"):
-        raise ValueError(f"data.normalize = {data_cfg.normalize!r}: study A offers 'none' (as published) or "
-                         f"'zscore'.")
+    norm = _normalisation(data_cfg)
     out: dict[str, list] = {k: [] for k in ("train_image", "train_mask", "val_image", "val_mask", "val_spacing")}
     for split, ids in (("train", prepared.train_ids), ("val", prepared.val_ids)):
         for cid in ids:
             case = prepared.case(cid)
             # training masks keep the seed's soft values; the held-out truth is binarised at 0.5
             thr = None if split == "train" else _mask_threshold(interp)
-            item = preprocess_volume(case, size, mask_interp=interp, threshold=thr, zscore=zscore)
+            item = preprocess_volume(case, size, mask_interp=interp, threshold=thr, **norm)
             out[f"{split}_image"].append(item["image"].astype(np.float32))
             mask = item["mask"]
             out[f"{split}_mask"].append(mask.astype(np.float32 if mask.dtype.kind == "f" else np.uint8))
@@ -195,7 +206,7 @@ def predict_case(model, case, cell: RunConfig, device, precision: str) -> np.nda
     from seglib.data.preprocess import preprocess_volume, resize_probabilities
 
     d = cell.data
-    pre = preprocess_volume(case, int(d.size), zscore=d.normalize == "zscore")
+    pre = preprocess_volume(case, int(d.size), **_normalisation(d))
     logits = predict_logits(model, pre["image"].astype(np.float32), cell, device, precision)
     prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
     return (resize_probabilities(prob, case.image.shape[1:]) >= float(cell.train.threshold)).astype(np.uint8)

@@ -94,7 +94,7 @@ def memory_benchmark(cfg, cache_dir: str | Path | None) -> pd.DataFrame:
     s = cfg.settings
     return memory_and_time(s.memory_sizes, ("3d", "2+1d"), s.memory_batch, s.memory_features, s.memory_steps,
                            device=cfg.train.device, precision=cfg.train.precision,
-                           in_channels=len(channels_of(cfg.data.dataset, cfg.data.channels)), cache_dir=cache_dir)
+                           in_channels=len(channels_of(cfg.data.dataset, cfg.data.channels, cfg.data.data_dir)), cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------------------- A5
