@@ -204,4 +204,4 @@ def test_arrays_zscore_nonzero_per_case_over_the_brain(prepared):
             np.testing.assert_allclose(img[c][brain].mean(), 0, atol=1e-4)
             np.testing.assert_allclose(img[c][brain].std(), 1, atol=1e-4)
             assert (img[c][~brain] == 0).all()
-    assert stroke.data._normalisation({"normalize": "zscore_nonzero"}) == {"zscore_nonzero": True}
+    assert stroke.data._normalisation(_data_cfg(normalize="zscore_nonzero")) == {"zscore_nonzero": True}
