@@ -116,7 +116,7 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss
     hues = ordered(history[hue], None)
     cmap = palette(hues, colors)
     if facet:
-        rows = [(value, history[history[facet] == value], f"{facet} = {value}") for value in ordered(history[facet], None)]
+        rows = [(value, history[history[facet] == value], str(value)) for value in ordered(history[facet], None)]
     elif len(hues) > max_lines:
         chunks = [hues[i:i + max_lines] for i in range(0, len(hues), max_lines)]
         rows = [(None, history[history[hue].isin(c)], f"{hue}: {i + 1} of {len(chunks)}")

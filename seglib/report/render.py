@@ -98,7 +98,7 @@ def render_site(executed_dir="build/executed", out_dir="_site", renderer: str = 
         made = fallback.render_fallback(executed_dir, out_dir, code=code)
         index, html_pages, missing = made["index"], made["pages"], made["missing"]
         if pdf:
-            pdfs, note = _chromium_pdfs(html_pages, out_dir, "the offline renderer prints with Chromium only")
+            pdfs, note = _chromium_pdfs(html_pages, out_dir, "PDF output needs Quarto (with LaTeX) or Chromium; no Quarto")
     if note and pdf:
         logger.warning(note)
     logger.info("site rendered with %s: %s (%d pages%s)", chosen, index, len(html_pages),

@@ -66,8 +66,8 @@ def format_number(x, *, unit_interval: bool = False, p_value: bool = False, digi
     x = float(x)
     if math.isinf(x):
         return "∞" if x > 0 else "−∞"
-    if p_value and 0 < x < 0.001:
-        return "< 0.001"
+    if p_value:
+        return "< 0.001" if 0 < x < 0.001 else f"{x:.3f}"
     if unit_interval:
         return f"{x:.{digits}f}"
     a = abs(x)
