@@ -206,7 +206,7 @@ def test_provenance_lists_parameters_packages_device_runs_and_papermill(tmp_path
     text = pages.write_provenance(executed, tmp_path / "provenance.qmd").read_text()
     assert "## B · Prostate gland, 2D {#prov-prostate}" in text
     for needle in ("`train.lr`", "`0.01`", "| `monai` | 1.6.1 |", "cpu (2 cores)", "`0123abcd`",
-                   "2025-01-01T10:00:00", "| papermill duration (s) | 100.0 |",
+                   "2025-01-01 10:00:00", "| papermill duration (s) | 100.0 |",
                    "| `abc123` | unet-dice-seed0 | — | — | 12.3 |", "**19.8**",
                    'href="prostate/results.json"'):
         assert needle in text, needle

@@ -196,6 +196,13 @@ def compare_to_baseline(df: pd.DataFrame, config_col: str, case_col: str, metric
     return out
 
 
+def _signed(x: float) -> str:
+    """A signed difference for a sentence: 3 decimals, or 2 significant digits in e-notation when smaller."""
+    if not math.isfinite(x):
+        return "nan"
+    return f"{x:+.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:+.1e}"
+
+
 def test_claim(a, b, claim: str = "A beats B", alternative: str = "greater", alpha: float = 0.05,
                min_pairs: int = 5, name_a: str = "A", name_b: str = "B") -> dict:
     """Turn a hypothesis about paired per-case values into a verdict.
@@ -207,7 +214,7 @@ def test_claim(a, b, claim: str = "A beats B", alternative: str = "greater", alp
     ``{"claim", "measured", "p", "verdict", "n", "effect_size", "median_diff"}``.
     """
     t = paired_test(a, b, alternative=alternative, min_pairs=min_pairs)
-    measured = (f"median({name_a} - {name_b}) = {t['median_diff']:+.4g}, rank-biserial r = "
+    measured = (f"median({name_a} - {name_b}) = {_signed(t['median_diff'])}, rank-biserial r = "
                 f"{t['effect_size']:+.2f}, n = {t['n']} pairs")
     if math.isnan(t["p"]):
         verdict = "inconclusive"

@@ -296,6 +296,13 @@ def _files_list(b: StudyBuild) -> list[str]:
     return ["Files: " + ", ".join(links) + ".", ""] if links else []
 
 
+def _stamp(value):
+    """An ISO time stamp to the second ("2026-12-01T10:11:57.602541" → "2026-12-01 10:11:57")."""
+    if not isinstance(value, str) or "T" not in value:
+        return value
+    return value.replace("T", " ", 1).split(".")[0]
+
+
 def _runs_summary(prov: dict, key: str):
     """The runs' ``key`` ("device", "precision"): the one value, or each value with its count."""
     values = [r.get(key) for r in prov.get("runs") or [] if r.get(key) is not None]
@@ -328,8 +335,8 @@ def provenance_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> st
             ["Git commit", _code(res.get("git_commit") or "unknown")],
             ["Device", _cell(_runs_summary(prov, "device"))],
             ["Precision", _cell(_runs_summary(prov, "precision"))],
-            ["papermill start", _cell(pm.get("start_time"))],
-            ["papermill end", _cell(pm.get("end_time"))],
+            ["papermill start", _cell(_stamp(pm.get("start_time")))],
+            ["papermill end", _cell(_stamp(pm.get("end_time")))],
             ["papermill duration (s)", _num(pm.get("duration"), ".1f")],
             ["papermill parameters", _code(json.dumps(pm.get("parameters") or {}, sort_keys=True))],
         ]

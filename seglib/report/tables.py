@@ -12,7 +12,8 @@ shows is :func:`display_table` of it, a pandas ``Styler`` with
   "X [95 % CI]";
 - "—" for what does not apply (NaN, None, empty);
 - the best value of each metric column in bold (higher is better for Dice/DSC, precision, recall,
-  F1, IoU; lower for losses, volume differences, HD95; :func:`best_direction`), by the raw value;
+  F1, IoU; lower for volume differences and HD95; :func:`best_direction`), by the raw value; losses
+  are not ranked (the values of different loss functions are on different scales);
 - the headers as given (the tables name their units: "(s)", "(MiB)", "ml").
 
 :func:`markdown_table` writes the same cells as a pipe table (the generated index and provenance
@@ -36,7 +37,7 @@ MISSING = "—"
 MAX_DECIMALS = 4
 
 _HIGHER = re.compile(r"\b(dice|dsc|precision|recall|f1|iou)\b", re.IGNORECASE)
-_LOWER = re.compile(r"(loss|volume diff|hd95)", re.IGNORECASE)
+_LOWER = re.compile(r"(volume diff|hd95)", re.IGNORECASE)
 # columns that are not a measurement of this build to rank: the seed's numbers, tests, counts, settings
 _NOT_RANKED = re.compile(r"(seed|\bp\b|p \(|wilcoxon|difference|effect|ratio|cases|runs|epoch|lr\b|batch|"
                          r"threshold|parameters|time|memory)", re.IGNORECASE)

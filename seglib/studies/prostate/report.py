@@ -120,7 +120,7 @@ def claims(grid) -> list[dict]:
             ("B-alpha-0.25", 0.25, "α = 0.25 segments best (the seed's hypothesis)",
              "hypothesis: α = 0.25 best, with higher recall and lower precision"),
             ("B-alpha-0.75", 0.75, "α = 0.75 gives the highest Dice (the seed's finding)",
-             "α = 0.75 had the highest Dice, 0.89506, in one run")):
+             "α = 0.75 had the highest Dice, 0.895, in one run")):
         name = name_of("tversky", alpha)
         if name not in per_case:
             continue

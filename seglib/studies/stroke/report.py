@@ -12,7 +12,7 @@ import pandas as pd
 
 from seglib.eval.stats import mean_ci, test_claim
 from seglib.studies.collect import config_order
-from seglib.eval.tables import ci_summary, results_table
+from seglib.eval.tables import ci_columns, ci_summary, results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")
 #: loss.name → how the tables and texts name it
@@ -97,8 +97,10 @@ def table_a1(grid, bench: pd.DataFrame | None = None) -> pd.DataFrame:
                     if "features" in bench else "peak memory (MiB, A2)")
     else:
         peak = pd.Series(np.nan, index=order)
-    out = res.rename(columns={"volume_diff (per case)": "abs. volume diff, ml (per case)",
-                              "lesion_f1 (per case)": "lesion-wise F1 (per case)"})
+    names = {"volume_diff (per case)": "abs. volume diff, ml (per case)",
+             "lesion_f1 (per case)": "lesion-wise F1 (per case)"}
+    out = res.rename(columns={a: b for old_, new in names.items()
+                              for a, b in zip((old_, *ci_columns(old_)), (new, *ci_columns(new)))})
     out.insert(1, "train loss", agg["train_loss"].round(4).to_numpy())
     out.insert(2, "test loss", agg["test_loss"].round(4).to_numpy())
     out["parameters"] = agg["parameters"].to_numpy()
