@@ -103,8 +103,7 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss
             for j, metric in enumerate(present):
                 draw(ax, sub, metric, cmap[value], LINESTYLES[j % len(LINESTYLES)])
             ax.set_title(str(value))
-            if i % ncols == 0:
-                ax.set_ylabel("loss (a.u.)" if all("loss" in m for m in present) else "value")
+            ax.set_ylabel(("loss (a.u.)" if all("loss" in m for m in present) else "value") if i % ncols == 0 else "")
             ax.set_xlabel("epoch" if i // ncols == nrows - 1 else "")
         for k in range(len(panels), nrows * ncols):
             axes[k // ncols, k % ncols].set_visible(False)
