@@ -483,3 +483,28 @@ def test_display_table_formats_for_reading():
     assert "| **0.803 [0.783, 0.820]** |" in t.to_markdown()
     assert format_number(0.0093) == "0.0093" and format_number(123.456) == "123"
     assert format_number(1.5e-7) == "1.50e-07" and format_number(None) == "—"
+
+
+# --------------------------------------------------------------------------- generated prose
+def test_result_sentences_follow_the_numbers():
+    import numpy as np
+
+    from seglib.eval.tables import results_table
+    from seglib.report.prose import describe_devices, describe_results
+
+    rng = np.random.default_rng(0)
+    n = 12
+    base = rng.uniform(0.5, 0.7, n)
+    cases = pd.concat([pd.DataFrame({"config": c, "seed": 0, "case_id": [f"c{i}" for i in range(n)],
+                                     "dice": base + shift})
+                       for c, shift in (("base", 0.0), ("better", 0.1), ("same", 0.0))], ignore_index=True)
+    text = describe_results(results_table(cases, ["dice"], "base"), "base")
+    assert "**better**" in text and "1 of 2 configurations differ" in text and "better (p = " in text
+    assert "2·2/2^12" in text and "can reach the 0.05 level" in text
+    few = cases[cases["case_id"].isin(["c0", "c1", "c2", "c3", "c4", "c5"])]
+    text = describe_results(results_table(few, ["dice"], "base"), "base")
+    assert "**cannot** find a difference" in text
+    runs = pd.DataFrame({"device": ["cpu", "cpu"], "precision": ["bf16", "bf16"]})
+    assert describe_devices(runs) == "Every run trained on **cpu** in **bf16** precision (from each run's provenance)."
+    mixed = pd.DataFrame({"device": ["cuda:0", "cpu"], "precision": ["bf16", "fp32"]})
+    assert "1 on **cuda:0** in **bf16**" in describe_devices(mixed)
