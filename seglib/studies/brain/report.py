@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.report.tables import format_number
+
 from seglib.eval.stats import paired_test, test_claim
 from seglib.eval.tables import ci_columns, ci_summary, results_table
 
@@ -150,7 +152,7 @@ def claims(grid) -> list[dict]:
             "supported" if diff > 0 and t["p"] >= 0.05 else "not supported")
         out.append({"id": "C-unetpp", "claim": "U-Net++ beats U-Net, but not significantly",
                     "seed_says": "U-Net++ 0.2-0.3 points higher, not significant (untested)",
-                    "measured": f"U-Net++ − U-Net = {diff:+.2f} points of DSC (two-sided Wilcoxon p = {t['p']:.3g}, "
+                    "measured": f"U-Net++ − U-Net = {diff:+.2f} points of DSC (two-sided Wilcoxon p = {format_number(t['p'], p_value=True)}, "
                                 f"{t['n']} volumes)", "p": _num(t["p"]), "verdict": verdict})
     good = unet[unet["loss"].isin(["dice", "shape_aware"])].groupby("case_id")["dice"].mean()
     bad = unet[unet["loss"].isin(["bce", "log_cosh_dice"])].groupby("case_id")["dice"].mean()

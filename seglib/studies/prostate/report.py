@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.report.tables import format_number
+
 from seglib.eval.stats import paired_test
 from seglib.eval.tables import ci_columns, ci_summary, pooled_vs_per_case, results_table, summary
 
@@ -133,7 +135,7 @@ def claims(grid) -> list[dict]:
         else:
             verdict = "not supported"
         measured = (f"{name}: mean Dice {means[name]:.3f}; best configuration {best} ({means[best]:.3f}); "
-                    f"one-sided Wilcoxon {name} > {rival}: p = {t['p']:.3g} ({t['n']} patients)")
+                    f"one-sided Wilcoxon {name} > {rival}: p = {format_number(t['p'], p_value=True)} ({t['n']} patients)")
         out.append({"id": cid, "claim": claim, "seed_says": says, "measured": measured,
                     "p": float(t["p"]) if np.isfinite(t["p"]) else None, "verdict": verdict})
     # the convention: α weighs false positives, so precision rises and recall falls with α
