@@ -346,3 +346,17 @@ def test_paired_scatter_without_pairs_says_why_or_raises():
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("no SGD run" in t for t in texts)
     plt.close(fig)
+
+
+def test_training_curves_are_small_multiples_never_ten_lines_on_one_axis():
+    h = _history()
+    many = pd.concat([h.assign(config=f"{c}-{i}") for i in range(5) for c in ("dice", "bce")], ignore_index=True)
+    fig = plots.training_curves(many, metrics=("train_loss", "val_loss"))
+    assert len(fig.axes) == 2 * 2                      # ten configurations: two rows of five
+    assert max(len(ax.lines) for ax in fig.axes) <= 5
+    fig = plots.training_curves(many, metrics=("train_loss", "val_loss"), facet="config", lines="metrics")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 10 and all(len(ax.lines) == 2 for ax in visible)  # train and val per panel
+    assert fig.get_figwidth() <= 10
+    with pytest.raises(ValueError, match="needs facet"):
+        plots.training_curves(many, lines="metrics")

@@ -118,7 +118,11 @@ def make_executed_dir(root: Path, studies=tuple(FIXTURE_STUDIES)) -> Path:
         (folder / "figures").mkdir(parents=True, exist_ok=True)
         (folder / "tables" / f"{tbl}.csv").write_text("loss,Dice\ndice,0.61\n")
         (folder / "figures" / f"{figs[0]}.png").write_bytes(base64.b64decode(_png(seed)))
-        (folder / "results.json").write_text(json.dumps(_results(study, tbl, figs)))
+        (folder / "figures" / "index-summary.png").write_bytes(base64.b64decode(_png(seed + 7)))
+        results = _results(study, tbl, figs)
+        results["index_figure"] = "figures/index-summary.png"
+        results["summary"] = {"metric": "Dice per case", "rows": []}
+        (folder / "results.json").write_text(json.dumps(results))
     return executed
 
 
@@ -181,11 +185,17 @@ def test_write_index_scorecard_lists_every_claim_with_profile_and_data(tmp_path)
     assert front["title"] == pages.INDEX_TITLE
     rows = [line for line in text.splitlines() if "-claim-" in line]
     assert len(rows) == 4
-    for line in rows:
-        assert "| quick |" in line and "synthetic phantoms" in line
+    for line in rows:                                                  # claim · seed says · this build · verdict
+        assert line.count(" | ") == 3, line
+    for study in ("stroke", "brain"):                                  # each study: profile, data, its figure
+        section = text.split(f"{{#summary-{study}}}")[1].split("###")[0]
+        assert "Profile `quick`, data: synthetic phantoms" in section
+        assert f"]({study}/figures/index-summary.png)" in section
     assert "two &#124; pipes" in text                                  # a '|' cannot split a cell
-    assert "| 0.03 |" in text and "**inconclusive**" in text
+    assert "(p = 0.030)" in text and "**inconclusive**" in text
     assert "Read this first" in text                                   # quick/synthetic is flagged
+    assert "::: {.column-page}" in text                                # the scorecard at page width
+    assert "Headline numbers" not in text                              # no key/value dumps
     # prostate is missing: listed, not linked, no crash
     assert "## Not in this build {#missing}" in text
     assert "build/executed/prostate.ipynb" in text and 'href="prostate.html"' not in text
@@ -196,8 +206,8 @@ def test_provenance_lists_parameters_packages_device_runs_and_papermill(tmp_path
     text = pages.write_provenance(executed, tmp_path / "provenance.qmd").read_text()
     assert "## B · Prostate gland, 2D {#prov-prostate}" in text
     for needle in ("`train.lr`", "`0.01`", "| `monai` | 1.6.1 |", "cpu (2 cores)", "`0123abcd`",
-                   "2025-01-01T10:00:00", "| papermill duration (s) | 100.0 |",
-                   "| `abc123` | unet-dice-seed0 | 12.3 |", "**19.8**",
+                   "2025-01-01 10:00:00", "| papermill duration (s) | 100.0 |",
+                   "| `abc123` | unet-dice-seed0 | — | — | 12.3 |", "**19.8**",
                    'href="prostate/results.json"'):
         assert needle in text, needle
 
@@ -236,6 +246,10 @@ def test_fallback_site_pages_navigation_and_numbering(site):
     index = (out / "index.html").read_text()
     assert index.count("-claim-") == 6 and "Not in this build" not in index
     assert '<h2 id="scorecard">' in index
+    assert index.count('<div class="column-page">') == 3                # one scorecard per study, page width
+    assert re.search(r'<div class="column-page">\s*<table>', index)      # the Markdown table inside the div
+    assert 'src="stroke/figures/index-summary.png"' in index
+    assert "Other formats" not in index and "pdf/" not in index          # no PDF, no link to one
     assert site["pdf"] == [] and "pdf=False" in site["pdf_note"]
 
 
@@ -315,20 +329,49 @@ def test_stage_site_copies_notebooks_and_drops_missing_pages(tmp_path):
     assert nb.cells[2].source.startswith("#| label: tbl-a1")           # options kept for Quarto
 
 
-def test_quarto_renderer_calls_quarto_and_surfaces_errors(tmp_path, monkeypatch):
-    """A stand-in ``quarto`` on PATH records its arguments (Quarto itself is not installable here)."""
+FAKE_QUARTO = r"""#!/bin/sh
+# A stand-in for `quarto render SRC --output-dir OUT --no-execute [--to html]`: records its arguments, writes
+# one page per source (a Quarto-like page with a TOC nav) and, without --to (all formats), one PDF per page.
+echo "$@" > "$(dirname "$0")/args.txt"
+if [ -n "$FAIL_QUARTO" ]; then echo "ERROR: boom" >&2; exit 1; fi
+src="$2"; out=""; to=""
+while [ $# -gt 0 ]; do
+  [ "$1" = "--output-dir" ] && out="$2"
+  [ "$1" = "--to" ] && to="$2"
+  shift
+done
+if [ -z "$to" ] && [ -n "$FAIL_QUARTO_PDF" ]; then echo "ERROR: No TeX installation was detected" >&2; exit 1; fi
+mkdir -p "$out"
+for f in "$src"/*.qmd "$src"/*.ipynb; do
+  name=$(basename "$f"); name="${name%.*}"
+  printf '<html><head><title>%s</title></head><body><nav id="TOC"><h2>On this page</h2></nav><main><h1>%s</h1><p>page text</p></main></body></html>' "$name" "$name" > "$out/$name.html"
+  if [ -z "$to" ]; then printf '%%PDF-1.4 fake' > "$out/$name.pdf"; fi
+done
+"""
+
+
+@pytest.fixture
+def fake_quarto(tmp_path, monkeypatch):
+    """A stand-in ``quarto`` on PATH (Quarto itself is not installable here); returns its folder."""
     import os
     import stat
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "quarto"
-    fake.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args.txt"\n'
-                    'if [ -n "$FAIL_QUARTO" ]; then echo "ERROR: boom" >&2; exit 1; fi\n'
-                    'out=""; while [ $# -gt 0 ]; do [ "$1" = "--output-dir" ] && out="$2"; shift; done\n'
-                    'mkdir -p "$out"; touch "$out/index.html"\n')
+    fake.write_text(FAKE_QUARTO)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return bindir
+
+
+def _staged_formats(root: Path) -> dict:
+    return yaml.safe_load((root / "build" / "site_src" / "_quarto.yml").read_text())["format"]
+
+
+def test_quarto_renderer_calls_quarto_and_surfaces_errors(tmp_path, monkeypatch, fake_quarto):
+    bindir = fake_quarto
+    monkeypatch.chdir(tmp_path)
     executed = make_executed_dir(tmp_path, studies=("prostate",))
     info = report.render_site(executed, tmp_path / "_site", renderer="auto", pdf=False,
                               quarto_config=REPO / "_quarto.yml")
@@ -336,7 +379,132 @@ def test_quarto_renderer_calls_quarto_and_surfaces_errors(tmp_path, monkeypatch)
     assert info["renderer"] == "quarto" and args[0] == "render"
     assert args[args.index("--to") + 1] == "html" and "--no-execute" in args
     assert info["index"] == tmp_path / "_site" / "index.html"
+    # no PDF asked: no pdf format staged and no "Other formats" link on the HTML pages
+    formats = _staged_formats(tmp_path)
+    assert "pdf" not in formats and formats["html"]["format-links"] is False
+    assert "PDF" not in (tmp_path / "_site" / "prostate.html").read_text()
     monkeypatch.setenv("FAIL_QUARTO", "1")
     with pytest.raises(RuntimeError, match="quarto render failed .*ERROR: boom"):
         report.render_site(executed, tmp_path / "_site2", renderer="quarto", pdf=True,
                            quarto_config=REPO / "_quarto.yml")
+
+
+def test_quarto_pdf_with_tex_is_quartos_own(tmp_path, monkeypatch, fake_quarto):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "find_tex", lambda: ("xelatex", "/opt/tex/bin/xelatex"))
+    executed = make_executed_dir(tmp_path, studies=("prostate",))
+    info = report.render_site(executed, tmp_path / "_site", renderer="quarto", pdf=True,
+                              quarto_config=REPO / "_quarto.yml")
+    args = (fake_quarto / "args.txt").read_text().split()
+    assert "--to" not in args                                           # every format, pdf included
+    assert _staged_formats(tmp_path)["pdf"]["pdf-engine"] == "xelatex"
+    assert sorted(p.name for p in info["pdf"]) == ["index.pdf", "prostate.pdf", "provenance.pdf"]
+    assert info["pdf_note"] is None
+
+
+@pytest.mark.skipif(not report.find_chromium(), reason="Chromium is not installed")
+@pytest.mark.parametrize("quarto_pdf_fails", [False, True])
+def test_quarto_pdf_without_tex_prints_the_html_pages_with_chromium(tmp_path, monkeypatch, fake_quarto,
+                                                                     quarto_pdf_fails):
+    """No TeX (or Quarto's PDF fails with the TeX found): Quarto renders HTML only, Chromium prints each
+    page, and each page links to its PDF, which exists."""
+    monkeypatch.chdir(tmp_path)
+    if quarto_pdf_fails:
+        monkeypatch.setattr(report, "find_tex", lambda: ("lualatex", "/opt/tex/bin/lualatex"))
+        monkeypatch.setenv("FAIL_QUARTO_PDF", "1")
+    else:
+        monkeypatch.setattr(report, "find_tex", lambda: None)
+    executed = make_executed_dir(tmp_path, studies=("prostate",))
+    info = report.render_site(executed, tmp_path / "_site", renderer="quarto", pdf=True,
+                              quarto_config=REPO / "_quarto.yml")
+    args = (fake_quarto / "args.txt").read_text().split()
+    assert args[args.index("--to") + 1] == "html"
+    assert "pdf" not in _staged_formats(tmp_path)
+    site = tmp_path / "_site"
+    assert sorted(p.relative_to(site).as_posix() for p in info["pdf"]) == [
+        "pdf/index.pdf", "pdf/prostate.pdf", "pdf/provenance.pdf"]
+    for page in ("index", "prostate", "provenance"):
+        assert (site / "pdf" / f"{page}.pdf").read_bytes()[:5] == b"%PDF-"
+        html_text = (site / f"{page}.html").read_text()
+        assert f'href="pdf/{page}.pdf"' in html_text and "Other Formats" in html_text
+    assert info["pdf_note"] is None
+
+
+def test_quarto_pdf_without_tex_or_chromium_is_skipped_with_one_line(tmp_path, monkeypatch, fake_quarto):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "find_tex", lambda: None)
+    monkeypatch.setattr(report, "find_chromium", lambda: None)
+    executed = make_executed_dir(tmp_path, studies=("prostate",))
+    info = report.render_site(executed, tmp_path / "_site", renderer="quarto", pdf=True,
+                              quarto_config=REPO / "_quarto.yml")
+    assert info["pdf"] == [] and "\n" not in info["pdf_note"]
+    assert "no TeX engine" in info["pdf_note"] and "no Chromium" in info["pdf_note"]
+    assert "PDF" not in (tmp_path / "_site" / "prostate.html").read_text()
+
+
+def test_find_tex_looks_on_path_then_in_tinytex(tmp_path, monkeypatch):
+    from seglib.report import pdf
+
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pdf.Path, "home", staticmethod(lambda: tmp_path))
+    monkeypatch.delenv("APPDATA", raising=False)
+    assert pdf.find_tex() is None
+    engine = tmp_path / ".TinyTeX" / "bin" / "x86_64-linux" / "xelatex"
+    engine.parent.mkdir(parents=True)
+    engine.write_text("")
+    assert pdf.find_tex() == ("xelatex", str(engine))
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "pdflatex" else None)
+    assert pdf.find_tex() == ("pdflatex", "/usr/bin/pdflatex")
+
+
+# --------------------------------------------------------------------------- readable tables
+def test_display_table_formats_for_reading():
+    import numpy as np
+
+    from seglib.eval.tables import ci_columns
+    from seglib.report.tables import display_table, format_number
+
+    low, high = ci_columns("dice (per case)")
+    df = pd.DataFrame({"configuration": ["a", "b", "c"], "dice (per case)": [0.80312, 0.7, np.nan],
+                       low: [0.7831, 0.6, np.nan], high: [0.8204, 0.8, np.nan],
+                       "volume diff, ml": [5.666667, 2.0, 3.25], "p (Holm)": [np.nan, 0.00001, 0.2],
+                       "seed's DSC": [0.9, 0.95, np.nan], "parameters": [1234567, 890, 12]})
+    t = display_table(df, uuid="tbl-x")
+    assert t.headers == ["configuration", "dice (per case) [95 % CI]", "volume diff, ml", "p (Holm)",
+                         "seed's DSC", "parameters"]
+    assert t.cells.iloc[0].tolist() == ["a", "0.803 [0.783, 0.820]", "5.67", "—", "0.900", "1,234,567"]
+    assert t.cells.iloc[1, 3] == "< 0.001" and t.cells.iloc[2, 1] == "—"
+    assert t.bold.iloc[0, 1] and not t.bold.iloc[1, 1]                # highest Dice
+    assert t.bold.iloc[1, 2] and t.bold["volume diff, ml"].sum() == 1  # lowest volume difference
+    assert not t.bold["seed's DSC"].any()                             # the seed's numbers are not ranked
+    html_text = t._repr_html_()
+    assert "<tbody>" in html_text and "row_heading" not in html_text   # no index column
+    assert "font-weight: bold" in html_text
+    assert "| **0.803 [0.783, 0.820]** |" in t.to_markdown()
+    assert format_number(0.0093) == "0.0093" and format_number(123.456) == "123"
+    assert format_number(1.5e-7) == "1.50e-07" and format_number(None) == "—"
+
+
+# --------------------------------------------------------------------------- generated prose
+def test_result_sentences_follow_the_numbers():
+    import numpy as np
+
+    from seglib.eval.tables import results_table
+    from seglib.report.prose import describe_devices, describe_results
+
+    rng = np.random.default_rng(0)
+    n = 12
+    base = rng.uniform(0.5, 0.7, n)
+    cases = pd.concat([pd.DataFrame({"config": c, "seed": 0, "case_id": [f"c{i}" for i in range(n)],
+                                     "dice": base + shift})
+                       for c, shift in (("base", 0.0), ("better", 0.1), ("same", 0.0))], ignore_index=True)
+    text = describe_results(results_table(cases, ["dice"], "base"), "base")
+    assert "**better**" in text and "1 of 2 configurations differ" in text and "better (p = " in text
+    assert "2·2/2^12" in text and "can reach the 0.05 level" in text
+    few = cases[cases["case_id"].isin(["c0", "c1", "c2", "c3", "c4", "c5"])]
+    text = describe_results(results_table(few, ["dice"], "base"), "base")
+    assert "**cannot** find a difference" in text
+    runs = pd.DataFrame({"device": ["cpu", "cpu"], "precision": ["bf16", "bf16"]})
+    assert describe_devices(runs) == "Every run trained on **cpu** in **bf16** precision (from each run's provenance)."
+    mixed = pd.DataFrame({"device": ["cuda:0", "cpu"], "precision": ["bf16", "fp32"]})
+    assert "1 on **cuda:0** in **bf16**" in describe_devices(mixed)

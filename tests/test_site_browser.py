@@ -3,8 +3,10 @@
 Served by a local ``http.server`` on 127.0.0.1 (a free port), every page is checked
 in the DOM: no broken image, no broken internal link (the target answers 200 and
 the ``#anchor`` exists there), each study page shows its numbered tables and
-figures with captions, the index shows every claim of ``results.json``; a
-screenshot of each page goes to ``build/screenshots/<page>.png``.
+figures with captions, the index shows every claim of ``results.json``; no table is
+wider than the page, has an index column or prints a float with more than 4 decimals;
+each page's PDF exists and its first page, rendered to PNG by ``pdftoppm``, is not
+blank; a screenshot of each page goes to ``build/screenshots/<page>.png``.
 
 The site comes from ``build_site_from(executed_dir, out_dir)``; ``executed_dir`` is,
 for now, synthetic executed notebooks (tests/test_report.py). To check the real
@@ -48,9 +50,10 @@ CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
                "--disable-component-update", "--no-first-run", "--window-size=1280,900")
 
 
-def build_site_from(executed_dir, out_dir) -> Path:
-    """Render the offline site of ``executed_dir`` into ``out_dir``; returns the site folder."""
-    info = render_site(executed_dir, out_dir, renderer="fallback", pdf=False)
+def build_site_from(executed_dir, out_dir, pdf: bool = True) -> Path:
+    """Render the offline site of ``executed_dir`` into ``out_dir`` (with each page's PDF, printed by
+    Chromium); returns the site folder."""
+    info = render_site(executed_dir, out_dir, renderer="fallback", pdf=pdf)
     return Path(info["out_dir"])
 
 
@@ -235,9 +238,86 @@ def test_index_shows_every_claim_with_profile_and_data(driver, executed_dir, bas
     driver.get(base_url + "index.html")
     rows = driver.execute_script(
         "return Array.from(document.querySelectorAll('table tr')).map(r => r.textContent);")
+    text = driver.execute_script("return document.body.innerText;")
     for results in sorted(Path(executed_dir).glob("*/results.json")):
         data = json.loads(results.read_text())
         for claim in data.get("claims", []):
             row = [r for r in rows if claim["id"] in r]
             assert len(row) == 1, (claim["id"], rows)
-            assert data["profile"] in row[0] and data["data"] in row[0], row[0]
+            assert claim["verdict"] in row[0], row[0]
+        # the study's section of the scorecard names its profile and data, above its figure and claims
+        section = driver.execute_script(
+            "const h = document.getElementById(arguments[0]); let t = '', n = h && h.nextElementSibling;"
+            "while (n && n.tagName !== 'H3' && n.tagName !== 'H2') { t += n.innerText + ' '; n = n.nextElementSibling; }"
+            "return t;", f"summary-{data['study']}")
+        assert f"Profile {data['profile']}, data: {data['data']}" in " ".join(section.split()), section[:300]
+        fig = driver.execute_script(
+            "return Array.from(document.images).filter(i => i.getAttribute('src') === arguments[0])"
+            ".map(i => i.naturalWidth);", f"{data['study']}/{data['index_figure']}")
+        assert fig and fig[0] > 300, (data["study"], fig)
+    assert "Read this first" in text          # the smoke/quick profiles are not the real study
+
+
+def test_tables_fit_the_page_have_no_index_column_and_few_decimals(driver, site_dir, base_url):
+    problems = []
+    for page in _pages(site_dir):
+        driver.get(urljoin(base_url, page))
+        tables = driver.execute_script("""
+            const vw = document.documentElement.clientWidth;
+            return Array.from(document.querySelectorAll('table')).map((t, i) => {
+              const r = t.getBoundingClientRect();
+              let clipped = false;
+              for (let a = t.parentElement; a && a !== document.body; a = a.parentElement) {
+                const o = getComputedStyle(a).overflowX;
+                if ((o === 'auto' || o === 'scroll' || o === 'hidden') && a.scrollWidth > a.clientWidth + 1) clipped = true;
+              }
+              const head = t.querySelector('thead tr');
+              return {i: i, left: r.left, right: r.right, vw: vw, clipped: clipped,
+                      indexCells: t.querySelectorAll('tbody th, th.row_heading, th.blank, th.index_name').length,
+                      firstHeader: head && head.cells.length ? head.cells[0].textContent.trim() : 'x',
+                      text: t.innerText};
+            });""")
+        for t in tables:
+            where = f"{page}: table {t['i'] + 1}"
+            if t["left"] < -1 or t["right"] > t["vw"] + 1 or t["clipped"]:
+                problems.append(f"{where} is wider than the page ({t['left']:.0f}..{t['right']:.0f} of {t['vw']})")
+            if t["indexCells"] or not t["firstHeader"]:
+                problems.append(f"{where} has an index column")
+            long = re.findall(r"(?<![\w.])\d+\.\d{5,}\b", t["text"])
+            if long:
+                problems.append(f"{where} prints floats with more than 4 decimals: {long[:3]}")
+        width = driver.execute_script("return [document.documentElement.scrollWidth, "
+                                      "document.documentElement.clientWidth];")
+        if width[0] > width[1] + 1:
+            problems.append(f"{page}: the page scrolls sideways ({width[0]} > {width[1]} px)")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_page_has_a_pdf_whose_first_page_is_not_blank(driver, site_dir, base_url, tmp_path):
+    """Each page links its PDF (Chromium's print of it), the PDF exists and its first page, rendered to PNG
+    by pdftoppm (poppler-utils), has ink on it."""
+    import subprocess
+
+    from PIL import Image
+
+    pdftoppm = shutil.which("pdftoppm")
+    if pdftoppm is None:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("pdftoppm not found (apt-get install poppler-utils)")
+        pytest.skip("pdftoppm not found (apt-get install poppler-utils)")
+    for page in _pages(site_dir):
+        stem = Path(page).stem
+        pdf = site_dir / "pdf" / f"{stem}.pdf"
+        assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-", pdf
+        driver.get(urljoin(base_url, page))
+        links = driver.execute_script(
+            "return Array.from(document.querySelectorAll('a[href$=\".pdf\"]')).map(a => a.getAttribute('href'));")
+        assert f"pdf/{stem}.pdf" in links, (page, links)
+        out = tmp_path / stem
+        subprocess.run([pdftoppm, "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(out)], check=True,
+                       capture_output=True, timeout=120)
+        png = next(tmp_path.glob(f"{stem}*.png"))
+        gray = Image.open(png).convert("L")
+        lo, hi = gray.getextrema()
+        dark = sum(gray.histogram()[:200])                       # pixels darker than 200 of 255
+        assert lo < 128 and dark > 0.002 * gray.width * gray.height, (page, lo, hi, dark)

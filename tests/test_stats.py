@@ -134,3 +134,20 @@ def test_claim_verdicts():
     assert test_claim(a - 0.05, a, "A beats B")["verdict"] == "not supported"
     res = test_claim(a[:3], a[:3] - 0.05, "A beats B")
     assert res["verdict"] == "inconclusive" and "n = 3 pairs" in res["measured"]
+
+
+def test_smallest_p_is_the_one_extreme_sign_pattern_and_holm_scales_it():
+    from scipy.stats import wilcoxon
+
+    from seglib.eval.stats import describe_design_power, smallest_p
+
+    # 5 pairs all of one sign: scipy's exact p is 2/32 two-sided, 1/32 one-sided
+    a, b = np.arange(1.0, 6.0), np.zeros(5)
+    assert smallest_p(5) == pytest.approx(wilcoxon(a, b).pvalue) == pytest.approx(0.0625)
+    assert smallest_p(5, alternative="greater") == pytest.approx(wilcoxon(a, b, alternative="greater").pvalue)
+    assert smallest_p(12, m=11) == pytest.approx(11 * 2 / 4096)
+    assert smallest_p(2, m=10) == 1.0                                    # capped
+    assert "cannot" in describe_design_power(6, 9) and "0.28" in describe_design_power(6, 9)
+    assert "can reach" in describe_design_power(12, 11)
+    with pytest.raises(ValueError, match="at least 1"):
+        smallest_p(0)

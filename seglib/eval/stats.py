@@ -196,6 +196,13 @@ def compare_to_baseline(df: pd.DataFrame, config_col: str, case_col: str, metric
     return out
 
 
+def _signed(x: float) -> str:
+    """A signed difference for a sentence: 3 decimals, or 2 significant digits in e-notation when smaller."""
+    if not math.isfinite(x):
+        return "nan"
+    return f"{x:+.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:+.1e}"
+
+
 def test_claim(a, b, claim: str = "A beats B", alternative: str = "greater", alpha: float = 0.05,
                min_pairs: int = 5, name_a: str = "A", name_b: str = "B") -> dict:
     """Turn a hypothesis about paired per-case values into a verdict.
@@ -207,7 +214,7 @@ def test_claim(a, b, claim: str = "A beats B", alternative: str = "greater", alp
     ``{"claim", "measured", "p", "verdict", "n", "effect_size", "median_diff"}``.
     """
     t = paired_test(a, b, alternative=alternative, min_pairs=min_pairs)
-    measured = (f"median({name_a} - {name_b}) = {t['median_diff']:+.4g}, rank-biserial r = "
+    measured = (f"median({name_a} - {name_b}) = {_signed(t['median_diff'])}, rank-biserial r = "
                 f"{t['effect_size']:+.2f}, n = {t['n']} pairs")
     if math.isnan(t["p"]):
         verdict = "inconclusive"
@@ -220,5 +227,39 @@ def test_claim(a, b, claim: str = "A beats B", alternative: str = "greater", alp
 test_claim.__test__ = False  # not a pytest test despite its name
 
 
+def smallest_p(n_pairs: int, m: int = 1, alternative: str = "two-sided") -> float:
+    """The smallest p-value an exact Wilcoxon signed-rank test on ``n_pairs`` pairs can give, after
+    Holm's correction over ``m`` comparisons (capped at 1).
+
+    Under the null each of the 2**n sign patterns of the ranked differences is equally likely, and
+    the most extreme statistic (every difference of one sign) is a single pattern: one-sided
+    ``1/2**n``, two-sided ``2/2**n``. Holm multiplies the smallest p by ``m``. A design whose value
+    is at or above the significance level cannot find any difference, whatever the data:
+    5 pairs give 0.0625 two-sided; 12 pairs 0.00049, 11 comparisons after Holm 0.0054.
+    """
+    alt = look_up(alternative, ALTERNATIVES, "alternative")
+    if int(n_pairs) < 1 or int(m) < 1:
+        raise ValueError(f"n_pairs and m must be at least 1, got n_pairs={n_pairs!r}, m={m!r}.")
+    p = (2.0 if alt == "two-sided" else 1.0) / 2.0 ** int(n_pairs)
+    return float(min(1.0, int(m) * p))
+
+
+def describe_design_power(n_pairs: int, m: int = 1, alpha: float = 0.05, what: str = "cases") -> str:
+    """One Markdown sentence: the smallest p this design allows (:func:`smallest_p`) and whether it can
+    reach ``alpha``."""
+    if n_pairs < 1:
+        return f"No paired test is possible: no held-out {what} with a defined value."
+    p1, pm = smallest_p(n_pairs), smallest_p(n_pairs, max(m, 1))
+    text = (f"With {n_pairs} paired {what}, the exact two-sided Wilcoxon signed-rank test cannot give a p below "
+            f"2/2^{n_pairs} = {p1:.2g}")
+    if m > 1:
+        text += f", and after Holm's correction over {m} comparisons not below {m}·2/2^{n_pairs} = {pm:.2g}"
+    if pm >= alpha:
+        text += f": this design **cannot** find a difference at the {alpha:g} level, whatever the data."
+    else:
+        text += f": differences can reach the {alpha:g} level."
+    return text
+
+
 __all__: Sequence[str] = ("bootstrap_ci", "mean_ci", "format_mean_ci", "rank_biserial", "paired_test", "holm",
-                          "compare_to_baseline", "test_claim")
+                          "compare_to_baseline", "test_claim", "smallest_p", "describe_design_power")

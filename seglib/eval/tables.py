@@ -7,9 +7,25 @@ import numpy as np
 import pandas as pd
 
 from seglib.eval.metrics import pooled_metrics
-from seglib.eval.stats import compare_to_baseline, format_mean_ci, mean_ci
+from seglib.eval.stats import compare_to_baseline, mean_ci
 
 N_RESAMPLES = 2000  # bootstrap resamples (percentile method) behind every CI in the report
+#: a column ``X`` holding a mean has its 95 % CI in ``X + CI_LOW`` and ``X + CI_HIGH`` (raw numbers in the
+#: CSV; :mod:`seglib.report.tables` shows the three as one cell "0.803 [0.783, 0.820]")
+CI_LOW = " (95 % CI low)"
+CI_HIGH = " (95 % CI high)"
+
+
+def ci_columns(name: str) -> tuple[str, str]:
+    """The companion columns that hold the 95 % CI of column ``name``."""
+    return name + CI_LOW, name + CI_HIGH
+
+
+def with_ci(row: dict, name: str, ci: dict) -> dict:
+    """Put ``ci`` (``{"mean", "low", "high"}``) into ``row`` as column ``name`` and its two CI companions."""
+    low, high = ci_columns(name)
+    row[name], row[low], row[high] = float(ci["mean"]), float(ci["low"]), float(ci["high"])
+    return row
 
 
 def summary(cases: pd.DataFrame, metrics, order=None, over: str = "seeds") -> pd.DataFrame:
@@ -36,8 +52,8 @@ def summary(cases: pd.DataFrame, metrics, order=None, over: str = "seeds") -> pd
 
 def results_table(cases: pd.DataFrame, metrics, baseline: str, primary: str = "dice", order=None,
                   digits: int = 3) -> pd.DataFrame:
-    """Per configuration: each metric as "mean [95 % CI over cases]", the primary metric's CI over
-    seeds, and the paired Wilcoxon test of the primary metric against ``baseline`` (Holm-corrected
+    """Per configuration: each metric's mean with its 95 % CI over cases (columns ``<m> (per case)`` and
+    their :func:`ci_columns`), the primary metric's mean and CI over seeds, and the paired Wilcoxon test of the primary metric against ``baseline`` (Holm-corrected
     across the table), with its effect size (rank-biserial) and a yes/no "differs from baseline"."""
     order = order or list(dict.fromkeys(cases["config"]))
     has_baseline = baseline in set(cases["config"])
@@ -52,10 +68,10 @@ def results_table(cases: pd.DataFrame, metrics, baseline: str, primary: str = "d
                "cases": int(per_case[primary].mean().notna().sum())}
         for m in metrics:
             ci = mean_ci(per_case[m].mean().to_numpy(), n_resamples=N_RESAMPLES, rng=0)
-            row[f"{m} (per case)"] = format_mean_ci(ci, digits)
+            with_ci(row, f"{m} (per case)", ci)
         s = by_seed.loc[config]
-        row[f"{primary} over seeds"] = format_mean_ci(
-            {"mean": s[f"{primary}_mean"], "low": s[f"{primary}_low"], "high": s[f"{primary}_high"]}, digits)
+        with_ci(row, f"{primary} over seeds",
+                {"mean": s[f"{primary}_mean"], "low": s[f"{primary}_low"], "high": s[f"{primary}_high"]})
         if cmp is None:  # a grid without the study's baseline: nothing to test against, said in the table
             row["effect size"], row["p (Holm)"] = np.nan, np.nan
             row["differs from baseline"] = f"no baseline ({baseline}) in this grid"
@@ -83,3 +99,17 @@ def pooled_vs_per_case(cases: pd.DataFrame, order=None) -> pd.DataFrame:
                      "recall (pooled)": pooled["recall"]})
     return pd.DataFrame(rows)
 
+
+
+def ci_summary(table: pd.DataFrame, primary: str = "dice", seeds=None) -> pd.DataFrame:
+    """From a :func:`results_table`: ``configuration, mean, low, high, seed`` of the primary metric per case
+    (the seed's published value from the mapping ``seeds`` by configuration, NaN where it has none): the
+    report index's figure of a study."""
+    col = f"{primary} (per case)"
+    low, high = ci_columns(col)
+    seeds = dict(seeds or {})
+    return pd.DataFrame({"configuration": table["configuration"].to_numpy(),
+                         "mean": table[col].to_numpy(float), "low": table[low].to_numpy(float),
+                         "high": table[high].to_numpy(float),
+                         "seed": [float(seeds[c]) if seeds.get(c) is not None else np.nan
+                                  for c in table["configuration"]]})

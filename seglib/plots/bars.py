@@ -242,3 +242,47 @@ def paired_scatter(a: pd.Series, b: pd.Series, label_a: str, label_b: str, metri
     axd.set_xticks([])
     axd.set_ylabel(f"{label_b} − {label_a} ({metric.replace('_', ' ')} difference)")
     return fig
+
+
+@styled
+def config_ci_dots(summary: pd.DataFrame, metric: str = "Dice", title: str | None = None,
+                   seed_label: str = "seed's published value"):
+    """The index page's figure of a study: per configuration the mean of ``metric`` with its 95 % CI
+    (a dot and a horizontal bar), and the seed's published value as a marker where one exists.
+
+    ``summary`` has columns ``configuration, mean, low, high, seed`` (NaN where nothing applies), one row
+    per configuration in the order drawn top to bottom.
+    """
+    require_columns(summary, ["configuration", "mean", "low", "high"], "config_ci_dots")
+    rows = summary.reset_index(drop=True)
+    n = len(rows)
+    fig, axes = new_figure(1, 1, width=7.5, height=0.75 + 0.28 * max(n, 2))
+    ax = axes[0][0]
+    y = np.arange(n)[::-1]
+    mean = rows["mean"].to_numpy(float)
+    lo, hi = rows["low"].to_numpy(float), rows["high"].to_numpy(float)
+    ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(mean)
+    ax.errorbar(mean[ok], y[ok], xerr=np.vstack([mean[ok] - lo[ok], hi[ok] - mean[ok]]), fmt="o", color=PALETTE[0],
+                ecolor=PALETTE[0], elinewidth=1.6, capsize=2.5, markersize=5)
+    ax.plot(mean[~ok], y[~ok], "o", color=PALETTE[0], markersize=5)
+    handles = [Line2D([], [], color=PALETTE[0], marker="o", linestyle="-")]
+    names = ["this build: mean and 95 % CI"]
+    if "seed" in rows and pd.to_numeric(rows["seed"], errors="coerce").notna().any():
+        seed = pd.to_numeric(rows["seed"], errors="coerce").to_numpy(float)
+        has = np.isfinite(seed)
+        ax.plot(seed[has], y[has], "D", color=PALETTE[3], markersize=6, markerfacecolor="none", markeredgewidth=1.6)
+        handles.append(Line2D([], [], color=PALETTE[3], marker="D", linestyle="", markerfacecolor="none"))
+        names.append(seed_label)
+    ax.set_yticks(y, [str(c) for c in rows["configuration"]])
+    ax.set_xlabel(f"{metric} (0–1)")
+    finite = np.concatenate([v[np.isfinite(v)] for v in (mean, lo, hi)] +
+                            ([pd.to_numeric(rows["seed"], errors="coerce").dropna().to_numpy(float)]
+                             if "seed" in rows else []))
+    if finite.size:
+        pad = max(0.02, 0.05 * (finite.max() - finite.min()))
+        ax.set_xlim(max(-0.02, finite.min() - pad), min(1.02, finite.max() + pad))
+    ax.grid(axis="y", alpha=0)
+    if title:
+        ax.set_title(title, loc="left")
+    fig.legend(handles, names, loc="outside lower center", ncol=2)
+    return fig

@@ -48,43 +48,91 @@ def _t_interval(values) -> tuple[float, float]:
 BANDS = {"minmax": ("pi", 100), "ci": _t_interval}
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 @styled
 def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_loss"),
                     hue: str = "config", facet: str | None = None, band: str | None = "minmax",
-                    colors: Mapping | None = None):
-    """Mean over seeds per epoch with a shaded band (seaborn's ``lineplot``); one panel per metric, one row
-    per ``facet`` value.
+                    colors: Mapping | None = None, lines: str = "hue", col_wrap: int = 4,
+                    max_lines: int = 5):
+    """Training curves as small multiples: the mean over seeds per epoch with a shaded band (seaborn's
+    ``lineplot``), a few lines per panel so each stays readable at the page width.
+
+    - ``lines="hue"`` (default): one row of panels per ``facet`` value (or one row without ``facet``), one
+      panel per metric, one line per ``hue`` value. Without ``facet`` and with more than ``max_lines`` hue
+      values, the hues are split into panels of at most ``max_lines`` lines (one row each), so ten
+      configurations are never drawn on one axis.
+    - ``lines="metrics"``: one panel per ``facet`` value (wrapped in ``col_wrap`` columns), each with every
+      metric as a line (solid, dashed, ...) in the colour of its facet value: for losses on different
+      scales (B2), where each panel needs its own y axis.
 
     ``band``: ``"minmax"`` (range over seeds), ``"ci"`` (t-based 95 % CI of the mean) or ``None``.
     Metrics absent from ``history`` (or all NaN) are skipped with a log message (A3, B2, C3).
     """
-    require_columns(history, ["epoch", hue] + ([facet] if facet else []), "training_curves")
+    require_columns(history, ["epoch"] + ([hue] if lines == "hue" else []) + ([facet] if facet else []),
+                    "training_curves")
+    if lines not in ("hue", "metrics"):
+        raise ValueError(f"lines={lines!r}: expected 'hue' or 'metrics'.")
     errorbar = look_up(band, BANDS, "band") if band is not None else None
     present = [m for m in metrics if m in history.columns and history[m].notna().any()]
     if len(present) < len(metrics):
         logger.info("training_curves: no data for %s; panel(s) skipped", sorted(set(metrics) - set(present)))
     if not present:
         raise ValueError(f"training_curves: none of {list(metrics)} has values; columns: {list(history.columns)}.")
-    rows = ordered(history[facet], None) if facet else [None]
+
+    def draw(ax, d, metric, color, style="-"):
+        d = d[["epoch", metric]].dropna()
+        if d.empty:
+            return
+        spread = errorbar is not None and d.groupby("epoch")[metric].count().max() > 1
+        sns.lineplot(data=d, x="epoch", y=metric, estimator="mean", errorbar=errorbar if spread else None,
+                     color=color, linestyle=style, err_kws={"alpha": 0.18, "linewidth": 0}, legend=False, ax=ax)
+
+    if lines == "metrics":
+        if facet is None:
+            raise ValueError("training_curves(lines='metrics') needs facet= (one panel per facet value).")
+        panels = ordered(history[facet], None)
+        cmap = palette(panels, colors)
+        ncols = min(col_wrap, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        fig, axes = new_figure(nrows, ncols, width=2.45 * ncols + 1.4, height=2.1 * nrows + 0.3, sharex=True)
+        for i, value in enumerate(panels):
+            ax = axes[i // ncols, i % ncols]
+            sub = history[history[facet] == value]
+            for j, metric in enumerate(present):
+                draw(ax, sub, metric, cmap[value], LINESTYLES[j % len(LINESTYLES)])
+            ax.set_title(str(value))
+            ax.set_ylabel(("loss (a.u.)" if all("loss" in m for m in present) else "value") if i % ncols == 0 else "")
+            ax.set_xlabel("epoch" if i // ncols == nrows - 1 else "")
+        for k in range(len(panels), nrows * ncols):
+            axes[k // ncols, k % ncols].set_visible(False)
+        handles = [Line2D([], [], color="black", linestyle=LINESTYLES[j % len(LINESTYLES)])
+                   for j in range(len(present))]
+        outside_legend(fig, handles, [label(m) for m in present])
+        return fig
+
     hues = ordered(history[hue], None)
     cmap = palette(hues, colors)
-    fig, axes = new_figure(len(rows), len(present), width=3.4 * len(present) + 1.8,
-                           height=2.7 * len(rows), sharex=True)
-    for r, value in enumerate(rows):
-        sub = history if value is None else history[history[facet] == value]
+    if facet:
+        rows = [(value, history[history[facet] == value], str(value)) for value in ordered(history[facet], None)]
+    elif len(hues) > max_lines:
+        chunks = [hues[i:i + max_lines] for i in range(0, len(hues), max_lines)]
+        rows = [(None, history[history[hue].isin(c)], f"{hue}: {i + 1} of {len(chunks)}")
+                for i, c in enumerate(chunks)]
+    else:
+        rows = [(None, history, None)]
+    fig, axes = new_figure(len(rows), len(present), width=3.0 * len(present) + 2.6,
+                           height=2.3 * len(rows) + 0.4, sharex=True)
+    for r, (_, sub, title) in enumerate(rows):
         for c, metric in enumerate(present):
             ax = axes[r, c]
             for h in hues:
-                d = sub.loc[sub[hue] == h, ["epoch", metric]].dropna()
-                if d.empty:
-                    continue
-                spread = errorbar is not None and d.groupby("epoch")[metric].count().max() > 1
-                sns.lineplot(data=d, x="epoch", y=metric, estimator="mean", errorbar=errorbar if spread else None,
-                             color=cmap[h], err_kws={"alpha": 0.18, "linewidth": 0}, legend=False, ax=ax)
+                draw(ax, sub.loc[sub[hue] == h], metric, cmap[h])
             ax.set_ylabel(label(metric))
             ax.set_xlabel("epoch" if r == len(rows) - 1 else "")
-            if value is not None:
-                ax.set_title(f"{facet} = {value}")
+            if title:
+                ax.set_title(title)
     handles = [Line2D([], [], color=cmap[h]) for h in hues]
     outside_legend(fig, handles, [str(h) for h in hues], title=hue)
     return fig

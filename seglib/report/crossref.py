@@ -9,7 +9,8 @@ nbconvert): :func:`prepare_notebook` returns a copy of the notebook with
 
 - the option lines removed from the displayed source;
 - ``include: false`` cells dropped, ``output: false`` outputs dropped,
-  ``echo: false`` inputs hidden;
+  ``echo: false`` inputs hidden; ``column: page`` (Quarto's article layout) kept as
+  ``cell.metadata["seglib_column"]``, which the template turns into a ``.column-page`` div;
 - ``cell.metadata["seglib_xref"] = {"label", "kind", "number", "name", "caption_html"}``
   on every labelled figure/table cell (the template wraps its outputs in a
   ``<figure id=label>`` with the caption "Figure N: …");
@@ -154,6 +155,8 @@ def prepare_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> tuple
             cell.outputs = []
         if _truthy_false(options.get("echo", True)):
             cell.metadata["seglib_hide_input"] = True
+        if isinstance(options.get("column"), str):   # Quarto's page-layout column (body, page, screen, ...)
+            cell.metadata["seglib_column"] = options["column"]
         label = options.get("label")
         if isinstance(label, str) and label[:4] in ("fig-", "tbl-"):
             kind = label[:3]

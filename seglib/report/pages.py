@@ -18,6 +18,8 @@ from pathlib import Path
 
 import nbformat
 
+from seglib.report.tables import format_number, markdown_table
+
 logger = logging.getLogger(__name__)
 
 FLAVOURS = ("quarto", "html")
@@ -118,7 +120,7 @@ def _cell(value) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, float):
-        value = f"{value:.4g}"
+        value = format_number(value)
     text = " ".join(str(value).split())
     return html.escape(text, quote=False).replace("|", "&#124;")
 
@@ -144,9 +146,15 @@ def _heading(level: int, text: str, anchor: str, flavour: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, rows)
+
+
+def _wide(table: str, flavour: str) -> list[str]:
+    """A table in the page-width column: Quarto's ``.column-page`` div (Pandoc fenced div), or the same
+    class as an HTML block around the Markdown table (CommonMark ends the block at the blank line)."""
+    if flavour == "quarto":
+        return ["::: {.column-page}", "", table, "", ":::"]
+    return ['<div class="column-page">', "", table, "", "</div>"]
 
 
 def _front_matter(title: str) -> str:
@@ -216,33 +224,33 @@ def index_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> str:
             "",
         ]
     out += [_heading(2, "Reproduction scorecard", "scorecard", flavour), "",
-            "Each claim of the seed studies beside what this build measured.", ""]
-    rows = []
-    for b in built:
-        for claim in b.results.get("claims") or []:
-            rows.append([
-                f'<a href="{b.page}">{_cell(b.study)}</a>',
-                _code(claim.get("id", "")),
-                _cell(claim.get("claim")),
-                _cell(claim.get("seed_says")),
-                _cell(claim.get("measured")),
-                _num(claim.get("p")),
-                f"**{_cell(claim.get('verdict'))}**",
-                _cell(b.results.get("profile")),
-                _cell(b.results.get("data")),
-            ])
-    if rows:
-        out += [_table(["Study", "Id", "Claim", "Seed says", "This build measured", "p",
-                        "Verdict", "Profile", "Data"], rows), ""]
-    else:
+            "Per study: the mean of its primary metric per configuration with the 95 % CI (and the seed's "
+            "published value where the seed gave one), then each claim of the seed beside what this build "
+            "measured. Every page says which profile and data produced it.", ""]
+    if not any(b.results.get("claims") for b in built):
         out += ["No study of this build has recorded claims yet.", ""]
-
     for b in built:
-        headline = b.results.get("headline") or {}
-        if headline:
-            out += [_heading(3, f"Headline numbers: {b.label}", f"headline-{b.study}", flavour), ""]
-            out += [_table(["Quantity", "Value"],
-                           [[_cell(k), _cell(v)] for k, v in _flatten(headline)]), ""]
+        res = b.results
+        out += [_heading(3, b.label, f"summary-{b.study}", flavour), ""]
+        out += [f'Profile `{_cell(res.get("profile"))}`, data: {_cell(res.get("data"))}. '
+                f'<a href="{b.page}">The study page</a>.', ""]
+        fig = res.get("index_figure")
+        if fig and (b.results_path.parent / fig).is_file():
+            metric = (res.get("summary") or {}).get("metric", "the primary metric")
+            out += [f"![{_cell(b.label)}: {_cell(metric)} per configuration, mean and 95 % CI; "
+                    f"diamonds: the seed's published values]({b.study}/{fig})", ""]
+        rows = []
+        for claim in res.get("claims") or []:
+            measured = _cell(claim.get("measured"))
+            p = claim.get("p")
+            if p is not None:
+                measured += f" (p = {_cell(format_number(p, p_value=True))})"
+            rows.append([f'{_cell(claim.get("claim"))} <small><code>{_cell(claim.get("id", ""))}</code></small>',
+                         _cell(claim.get("seed_says")), measured, f"**{_cell(claim.get('verdict'))}**"])
+        if rows:
+            out += _wide(_table(["Claim", "Seed says", "This build", "Verdict"], rows), flavour) + [""]
+        else:
+            out += ["This build tests none of the seed's claims for this study.", ""]
 
     missing_nb = [b for b in builds if not b.exists]
     missing_res = [b for b in builds if b.exists and b.results is None]
@@ -288,6 +296,24 @@ def _files_list(b: StudyBuild) -> list[str]:
     return ["Files: " + ", ".join(links) + ".", ""] if links else []
 
 
+def _stamp(value):
+    """An ISO time stamp to the second ("2026-12-01T10:11:57.602541" → "2026-12-01 10:11:57")."""
+    if not isinstance(value, str) or "T" not in value:
+        return value
+    return value.replace("T", " ", 1).split(".")[0]
+
+
+def _runs_summary(prov: dict, key: str):
+    """The runs' ``key`` ("device", "precision"): the one value, or each value with its count."""
+    values = [r.get(key) for r in prov.get("runs") or [] if r.get(key) is not None]
+    if not values:
+        return prov.get(key)
+    counts = {v: values.count(v) for v in dict.fromkeys(values)}
+    if len(counts) == 1:
+        return f"{values[0]} (all {len(values)} runs)"
+    return ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
+
+
 def provenance_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> str:
     """Body of the provenance appendix: one section per built study."""
     _check_flavour(flavour)
@@ -307,9 +333,10 @@ def provenance_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> st
             ["Data", _cell(res.get("data"))],
             ["seglib version", _cell(res.get("seglib_version"))],
             ["Git commit", _code(res.get("git_commit") or "unknown")],
-            ["Device", _cell(prov.get("device"))],
-            ["papermill start", _cell(pm.get("start_time"))],
-            ["papermill end", _cell(pm.get("end_time"))],
+            ["Device", _cell(_runs_summary(prov, "device"))],
+            ["Precision", _cell(_runs_summary(prov, "precision"))],
+            ["papermill start", _cell(_stamp(pm.get("start_time")))],
+            ["papermill end", _cell(_stamp(pm.get("end_time")))],
             ["papermill duration (s)", _num(pm.get("duration"), ".1f")],
             ["papermill parameters", _code(json.dumps(pm.get("parameters") or {}, sort_keys=True))],
         ]
@@ -329,11 +356,11 @@ def provenance_markdown(builds: list[StudyBuild], flavour: str = "quarto") -> st
         runs = prov.get("runs") or []
         if runs:
             out += [_heading(3, "Runs", f"prov-{b.study}-runs", flavour), ""]
-            rows = [[_code(r.get("run", "")), _cell(r.get("label")), _num(r.get("wall_s"), ".1f")]
-                    for r in runs]
+            rows = [[_code(r.get("run", "")), _cell(r.get("label")), _cell(r.get("device")),
+                     _cell(r.get("precision")), _num(r.get("wall_s"), ".1f")] for r in runs]
             total = sum(float(r.get("wall_s") or 0.0) for r in runs)
-            rows.append(["**total**", f"{len(runs)} runs", f"**{total:.1f}**"])
-            out += [_table(["Run", "Label", "Wall time (s)"], rows), ""]
+            rows.append(["**total**", f"{len(runs)} runs", "", "", f"**{total:.1f}**"])
+            out += [_table(["Run", "Label", "Device", "Precision", "Wall time (s)"], rows), ""]
         out += _files_list(b)
     if not any(b.exists for b in builds):
         out += ["No executed notebook in this build.", ""]

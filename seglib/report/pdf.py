@@ -61,3 +61,69 @@ def print_pdf(html_paths, out_dir, chromium: str | None = None, timeout: float =
         logger.info("printed %s", target)
         written.append(target)
     return written
+
+
+#: the TeX engines Quarto can make a PDF with (Quarto's ``pdf-engine``)
+TEX_ENGINES = ("lualatex", "xelatex", "pdflatex", "tectonic")
+
+
+def _tinytex_dirs() -> list[Path]:
+    """Where ``quarto install tinytex`` puts TinyTeX (Linux, macOS, Windows)."""
+    import os
+
+    home = Path.home()
+    dirs = [home / ".TinyTeX", home / "Library" / "TinyTeX"]
+    if os.environ.get("APPDATA"):
+        dirs.append(Path(os.environ["APPDATA"]) / "TinyTeX")
+    return dirs
+
+
+def find_tex() -> tuple[str, str] | None:
+    """``(engine, path)`` of a TeX engine for Quarto's PDF: on PATH, else in Quarto's TinyTeX; or ``None``."""
+    for engine in TEX_ENGINES:
+        found = shutil.which(engine)
+        if found:
+            return engine, found
+    for root in _tinytex_dirs():
+        for engine in TEX_ENGINES:
+            hits = sorted(root.glob(f"bin/*/{engine}")) + sorted(root.glob(f"bin/*/{engine}.exe"))
+            if hits:
+                return engine, str(hits[0])
+    return None
+
+
+def add_pdf_links(html_paths, pdfs, site_dir) -> list[Path]:
+    """Give each HTML page whose PDF exists a link to it ("Other formats: PDF"); returns the pages changed.
+
+    Pages without a PDF get no link. Quarto pages get it in the table of contents' margin (as Quarto's
+    own "Other Formats" section), the offline pages under the navbar (``.seglib-formats``).
+    """
+    from bs4 import BeautifulSoup
+
+    site_dir = Path(site_dir).resolve()
+    by_stem = {Path(p).stem: Path(p).resolve() for p in pdfs if Path(p).is_file()}
+    changed = []
+    for page in html_paths:
+        page = Path(page)
+        pdf = by_stem.get(page.stem)
+        if pdf is None:
+            continue
+        href = pdf.relative_to(site_dir).as_posix() if pdf.is_relative_to(site_dir) else pdf.as_uri()
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), features="html.parser")
+        toc = soup.select_one("nav#TOC") or soup.select_one("#quarto-margin-sidebar")
+        if toc is not None:
+            block = BeautifulSoup(
+                f'<div class="quarto-alternate-formats"><h2>Other Formats</h2><ul><li>'
+                f'<a href="{href}"><i class="bi bi-file-pdf"></i>PDF</a></li></ul></div>', "html.parser")
+            toc.append(block)
+        else:
+            block = BeautifulSoup(f'<p class="seglib-formats">Other formats: <a href="{href}">PDF</a></p>',
+                                  "html.parser")
+            main = soup.find("main")
+            if main is None:
+                (soup.body or soup).insert(0, block)
+            else:
+                main.insert(0, block)
+        page.write_text(str(soup), encoding="utf-8")
+        changed.append(page)
+    return changed

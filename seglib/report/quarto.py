@@ -49,8 +49,13 @@ def _page_exists(entry, site_src: Path) -> bool:
     return not isinstance(href, str) or href.startswith(("http:", "https:")) or (site_src / href).is_file()
 
 
-def stage_site(executed_dir, site_src, quarto_config=None) -> Path:
-    """Write the Quarto project of the site into ``site_src`` (emptied first); returns it."""
+def stage_site(executed_dir, site_src, quarto_config=None, pdf_engine: str | None = None) -> Path:
+    """Write the Quarto project of the site into ``site_src`` (emptied first); returns it.
+
+    ``pdf_engine``: the TeX engine found (:func:`seglib.report.pdf.find_tex`), set as the ``pdf`` format's
+    ``pdf-engine`` unless the configuration names one; ``None`` (no TeX) removes the ``pdf`` format and
+    turns the HTML pages' ``format-links`` off, so no page links to a PDF Quarto cannot make (the PDFs
+    printed by Chromium are linked afterwards, :func:`seglib.report.pdf.add_pdf_links`)."""
     executed_dir, site_src = Path(executed_dir), Path(site_src)
     config_path = Path(quarto_config) if quarto_config else default_quarto_config()
     try:
@@ -72,6 +77,17 @@ def stage_site(executed_dir, site_src, quarto_config=None) -> Path:
                     dest = site_src / b.study / path.relative_to(folder)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, dest)
+    formats = config.get("format")
+    if isinstance(formats, dict):
+        if pdf_engine is None:
+            formats.pop("pdf", None)
+            html_fmt = formats.get("html")
+            if isinstance(html_fmt, dict):
+                html_fmt["format-links"] = False
+            elif "html" in formats or not formats:
+                formats["html"] = {"format-links": False}
+        elif isinstance(formats.get("pdf"), dict):
+            formats["pdf"].setdefault("pdf-engine", pdf_engine)
     project = config.setdefault("project", {})
     project["render"] = [r for r in project.get("render", []) if "*" in r or (site_src / r).is_file()]
     navbar = config.get("website", {}).get("navbar", {})
@@ -79,7 +95,8 @@ def stage_site(executed_dir, site_src, quarto_config=None) -> Path:
         if side in navbar:
             navbar[side] = [e for e in navbar[side] if _page_exists(e, site_src)]
     header = (f"# Staged by seglib.report.quarto.stage_site from {config_path}; "
-              f"pages without an executed notebook removed. Do not edit.\n")
+              f"pages without an executed notebook removed"
+              f"{'' if pdf_engine else '; no TeX engine, so no pdf format'}. Do not edit.\n")
     (site_src / "_quarto.yml").write_text(
         header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     logger.info("staged the Quarto project in %s", site_src)
@@ -104,4 +121,5 @@ def run_quarto(site_src, out_dir, pdf: bool = True, quarto: str = "quarto") -> l
         raise RuntimeError(f"quarto render failed (exit {proc.returncode}): {message}")
     if proc.stderr.strip():
         logger.info("quarto: %s", proc.stderr.strip()[-2000:])
-    return sorted(out_dir.rglob("*.pdf")) if pdf else []
+    # the site's own PDFs (one per page), not PDFs a study folder holds as a resource
+    return sorted(out_dir.glob("*.pdf")) if pdf else []

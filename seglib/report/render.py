@@ -6,8 +6,10 @@
 and the reproduction scorecard), ``_site/<study>.html`` and ``_site/provenance.html``.
 
 - ``renderer="quarto"``: the site is staged in ``build/site_src`` with the repository's
-  ``_quarto.yml`` and rendered by ``quarto render`` (HTML, and PDF through LaTeX),
-  see :mod:`seglib.report.quarto`.
+  ``_quarto.yml`` and rendered by ``quarto render``, see :mod:`seglib.report.quarto`. PDF: Quarto's own
+  (LaTeX) where a TeX engine is found (``pdflatex``/``xelatex``/``lualatex``/``tectonic`` on PATH or
+  Quarto's TinyTeX); otherwise the HTML pages are rendered alone (no ``pdf`` format, so no link to a
+  missing PDF) and printed by headless Chromium; without Chromium either, no PDF and one line says why.
 - ``renderer="fallback"``: nbconvert with seglib's one template, offline, no Node, no
   LaTeX; PDF through headless Chromium when installed, see :mod:`seglib.report.fallback`.
 - ``renderer="auto"``: Quarto if ``quarto`` is on PATH, else the fallback.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from seglib.registry import look_up
 from seglib.report import fallback, pages
-from seglib.report.pdf import find_chromium, print_pdf
+from seglib.report.pdf import add_pdf_links, find_chromium, find_tex, print_pdf
 from seglib.report.quarto import run_quarto, stage_site
 
 logger = logging.getLogger(__name__)
@@ -69,31 +71,53 @@ def render_site(executed_dir="build/executed", out_dir="_site", renderer: str = 
     pdfs: list[Path] = []
     note = None if pdf else "pdf=False: no PDF requested"
     if chosen == "quarto":
-        stage_site(executed_dir, site_src, quarto_config=quarto_config)
-        pdfs = run_quarto(site_src, out_dir, pdf=pdf, quarto=quarto)
+        tex = find_tex() if pdf else None
+        stage_site(executed_dir, site_src, quarto_config=quarto_config, pdf_engine=tex[0] if tex else None)
+        try:
+            pdfs = run_quarto(site_src, out_dir, pdf=tex is not None, quarto=quarto)
+        except RuntimeError as exc:
+            if tex is None:
+                raise
+            logger.warning("Quarto's PDF (%s) failed, rendering HTML only and printing with Chromium: %s",
+                           tex[0], str(exc)[-300:])
+            tex = None
+            stage_site(executed_dir, site_src, quarto_config=quarto_config, pdf_engine=None)
+            pdfs = run_quarto(site_src, out_dir, pdf=False, quarto=quarto)
         out_dir = out_dir.resolve()
         builds = pages.collect_studies(executed_dir)
         missing = [b.study for b in builds if not b.exists]
         html_pages = sorted(out_dir.glob("*.html"))
         index = out_dir / "index.html"
-        if pdf and not pdfs:
-            note = "quarto made no PDF (is a LaTeX engine installed? `quarto install tinytex`)"
+        if pdf and tex is not None and not pdfs:
+            note = f"quarto made no PDF with {tex[0]} (see its output above)"
+        elif pdf and tex is None:
+            pdfs, note = _chromium_pdfs(html_pages, out_dir,
+                                        "no TeX engine (pdflatex, xelatex, lualatex, tectonic or Quarto's TinyTeX: "
+                                        "`quarto install tinytex`)")
     else:
         made = fallback.render_fallback(executed_dir, out_dir, code=code)
         index, html_pages, missing = made["index"], made["pages"], made["missing"]
         if pdf:
-            if find_chromium():
-                pdfs = print_pdf(html_pages, out_dir / "pdf")
-            else:
-                note = ("no PDF: PDF output needs Quarto (with LaTeX) or Chromium "
-                        "(apt-get install chromium); neither was found")
-                logger.warning(note)
+            pdfs, note = _chromium_pdfs(html_pages, out_dir, "PDF output needs Quarto (with LaTeX) or Chromium; no Quarto")
+    if note and pdf:
+        logger.warning(note)
     logger.info("site rendered with %s: %s (%d pages%s)", chosen, index, len(html_pages),
                 f", {len(pdfs)} PDFs" if pdfs else "")
     if missing:
         logger.warning("not built (no executed notebook in %s): %s", executed_dir, ", ".join(missing))
     return {"renderer": chosen, "out_dir": out_dir, "index": index, "pages": html_pages,
             "missing": missing, "pdf": pdfs, "pdf_note": note}
+
+
+def _chromium_pdfs(html_pages, out_dir: Path, why_not_tex: str) -> tuple[list[Path], str | None]:
+    """Print the pages with headless Chromium into ``out_dir/pdf`` and link each page to its PDF; or
+    ``([], reason)`` without Chromium."""
+    if not find_chromium():
+        return [], (f"no PDF: {why_not_tex}, and no Chromium to print the HTML pages "
+                    f"(apt-get install chromium)")
+    pdfs = print_pdf(html_pages, out_dir / "pdf")
+    add_pdf_links(html_pages, pdfs, out_dir)
+    return pdfs, None
 
 
 def main(argv=None) -> int:

@@ -123,9 +123,9 @@ def config_order(runs: pd.DataFrame) -> list[str]:
 
 def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: GridResults | None,
                   tables: dict[str, pd.DataFrame], claims: list[dict], headline: dict,
-                  title: str) -> Path:
-    """Write every table as CSV and ``results.json`` (claims, headline numbers, provenance) beside
-    the executed notebook, for the report index and the tests."""
+                  title: str, extra: dict | None = None) -> Path:
+    """Write every table as CSV and ``results.json`` (claims, headline numbers, provenance, and the keys
+    of ``extra``) beside the executed notebook, for the report index and the tests."""
     import platform
     from importlib import metadata
 
@@ -149,10 +149,13 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
         "synthetic": prepared.synthetic, "seglib_version": seglib.__version__, "git_commit": git_commit(),
         "claims": claims, "headline": headline, "tables": sorted(tables),
         "provenance": {"parameters": as_dict(cfg), "config_hash": cfg.hash, "packages": packages,
-                       "device": runs[0]["device"] if runs else None, "runs": [
-                           {"run": r["key"], "label": f'{r["config"]} (seed {r["seed"]})', "wall_s": r.get("wall_s")}
+                       "device": runs[0]["device"] if runs else None,
+                       "precision": runs[0].get("precision") if runs else None, "runs": [
+                           {"run": r["key"], "label": f'{r["config"]} (seed {r["seed"]})', "wall_s": r.get("wall_s"),
+                            "device": r.get("device"), "precision": r.get("precision")}
                            for r in runs],
                        "cache": grid.summary if grid is not None else None},
+        **(extra or {}),
     }
     return atomic_write_json(out_dir / "results.json", result)
 

@@ -46,8 +46,11 @@ class Session:
         self.grid = run_grid(self.cfg, self.data(), self.paths, force=force)
         return self.grid
 
-    def table(self, df: pd.DataFrame, label: str, empty: str | None = None) -> pd.DataFrame:
-        """Record ``df`` as table ``label`` (written as CSV at the end) and return it for display.
+    def table(self, df: pd.DataFrame, label: str, empty: str | None = None, best: dict | None = None):
+        """Record ``df`` as table ``label`` (written as CSV at the end, raw numbers) and return it formatted
+        for reading (:func:`seglib.report.tables.display_table`: no index, 3 significant digits, mean and CI
+        in one cell, "—" where nothing applies, the best value per column in bold; ``best`` overrides which
+        columns are ranked, ``{column: "max" | "min" | None}``).
 
         An empty ``df`` is an error, unless ``empty`` says why there is nothing to measure in this
         grid (e.g. no U-Net++ run): then the table is that one note."""
@@ -58,7 +61,9 @@ class Session:
         if df.empty:
             raise ValueError(f"table {label} is empty: nothing was measured for it")
         self.tables[label] = df
-        return df
+        from seglib.report.tables import display_table
+
+        return display_table(df, uuid=label, best=best)
 
     def figure(self, fig, label: str):
         """Save ``fig`` as ``figures/<label>.png`` beside the executed notebook; return the PNG for display.
@@ -75,11 +80,27 @@ class Session:
 
         return Image(data=path.read_bytes(), format="png")
 
-    def finish(self, claims: list[dict], headline: dict):
-        """Write ``results.json``: claims, headline numbers, tables and provenance."""
+    def finish(self, claims: list[dict], headline: dict, summary: pd.DataFrame | None = None,
+               metric: str = "Dice"):
+        """Write ``results.json``: claims, headline numbers, tables and provenance.
+
+        ``summary`` (columns ``configuration, mean, low, high, seed``: the primary metric per configuration
+        with its 95 % CI and the seed's published value, NaN where none) is drawn as the study's figure of
+        the report's index page, ``figures/index-summary.png``, and recorded in ``results.json``."""
         tables = {k.removeprefix("tbl-"): v for k, v in self.tables.items()}
+        extra = {}
+        if summary is not None and not summary.empty:
+            from seglib.plots import config_ci_dots
+            from seglib.plots.style import save
+
+            fig = config_ci_dots(summary, metric=metric, title=self.title)
+            path = save(fig, self.out_dir / "figures" / "index-summary.png")
+            extra["index_figure"] = path.relative_to(self.out_dir).as_posix()
+            extra["summary"] = {"metric": metric, "rows": [
+                {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                for r in summary.to_dict("records")]}
         path = write_outputs(self.out_dir, self.cfg, self.data(), self.grid, tables, claims,
-                             headline, self.title)
+                             headline, self.title, extra=extra)
         log.info("results written to %s", path.parent)
         from IPython.display import Markdown
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.report.tables import format_number
+
 from seglib.eval.stats import paired_test, test_claim
-from seglib.eval.tables import results_table
+from seglib.eval.tables import ci_columns, ci_summary, results_table
 
 METRICS = ["dice", "precision", "recall", "hd95"]
 #: loss.name → how the tables and texts name it
@@ -57,8 +59,6 @@ def table_c1(grid) -> pd.DataFrame:
     training time, time per epoch, best validation mean DSC; means over seeds, the seed's DSC beside."""
     runs = with_names(grid.runs)
     runs = runs[runs["model"] == "unet"]
-    cases = named_cases(grid)
-    dsc = cases.groupby(["name", "seed"])["dice"].mean().groupby("name").mean()
     rows = []
     for name, sub in runs.groupby("name", sort=False):
         m, l, o = sub.iloc[0][["model", "loss", "optim"]]
@@ -71,41 +71,51 @@ def table_c1(grid) -> pd.DataFrame:
                      "converge time (best epoch)": float(sub["best_epoch"].mean()),
                      "training time (s)": float(sub["train_time_s"].mean()),
                      "time per epoch (s)": float(sub["time_per_epoch_s"].mean()),
-                     "validation mean DSC (per volume)": float(dsc.get(name, np.nan)),
                      "seed's DSC": SEED_DSC.get((m, l, o), np.nan)})
     if not rows:  # no U-Net in this grid: the notebook says so
         return pd.DataFrame()
     out = pd.DataFrame(rows)
     out["name"] = [n for n, _ in runs.groupby("name", sort=False)]
     out = out.merge(_ci_and_test(grid), on="name", how="left").drop(columns="name")
+    first = ["optimizer", "loss", "lr", "max epoch", "batch", "converge time (best epoch)", "training time (s)",
+             "time per epoch (s)", DSC, *ci_columns(DSC), "seed's DSC"]
+    out = out[first + [c for c in out.columns if c not in first]]
     return out.sort_values(["optimizer", "loss"], kind="stable").reset_index(drop=True)
 
 
+#: C1's and C2's DSC column: mean per volume (over seeds first) with its 95 % CI over volumes
+DSC = "validation mean DSC (per volume)"
+
+
 def _ci_and_test(grid) -> pd.DataFrame:
-    """DSC as mean [95 % CI] and the Holm-corrected test against the baseline, keyed by ``name``."""
+    """Mean DSC per volume with its 95 % CI, and the Holm-corrected test against the baseline, by ``name``."""
     res = table_results(grid)
-    return res[["configuration", "dice (per case)", "p (Holm)", "differs from baseline"]].rename(
-        columns={"configuration": "name", "dice (per case)": "DSC [95 % CI]"})
+    src = ["dice (per case)", *ci_columns("dice (per case)")]
+    return res[["configuration", *src, "p (Holm)", "differs from baseline"]].rename(
+        columns={"configuration": "name", **dict(zip(src, [DSC, *ci_columns(DSC)]))})
 
 
 def table_c2(grid) -> pd.DataFrame:
     """C2: U-Net against U-Net++ with the same loss and optimiser, paired per volume."""
     cases = with_names(grid.cases)
     tests = _ci_and_test(grid).set_index("name")
-    ci, differs = tests["DSC [95 % CI]"].to_dict(), tests["differs from baseline"].to_dict()
+    differs = tests["differs from baseline"].to_dict()
     rows = []
     for (l, o), sub in cases.groupby(["loss", "optim"], sort=False):
         if set(sub["model"]) != {"unet", "unetpp"}:
             continue
         per_case = sub.groupby(["model", "case_id"])["dice"].mean().unstack("model")
         t = paired_test(per_case["unetpp"].to_numpy(), per_case["unet"].to_numpy())
-        rows.append({"loss": LOSS_LABELS[l], "optimizer": OPTIM_LABELS[o],
-                     "U-Net DSC": per_case["unet"].mean(), "U-Net++ DSC": per_case["unetpp"].mean(),
-                     "difference (points)": 100 * (per_case["unetpp"].mean() - per_case["unet"].mean()),
-                     "seed's U-Net": SEED_DSC.get(("unet", l, o)), "seed's U-Net++": SEED_DSC.get(("unetpp", l, o)),
-                     "Wilcoxon p": t["p"], "cases": t["n"],
-                     "U-Net++ DSC [95 % CI]": ci.get(f"U-Net++ + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}"),
-                     "U-Net++ differs from U-Net + Dice + Adam": differs.get(f"U-Net++ + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}")})
+        pp_name, unet_name = (f"{net} + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}" for net in ("U-Net++", "U-Net"))
+        row = {"loss": LOSS_LABELS[l], "optimizer": OPTIM_LABELS[o]}
+        for label, name in (("U-Net DSC", unet_name), ("U-Net++ DSC", pp_name)):
+            for src, dst in zip((DSC, *ci_columns(DSC)), (label, *ci_columns(label))):
+                row[dst] = tests[src].get(name, np.nan)
+        row.update({"difference (points)": 100 * (per_case["unetpp"].mean() - per_case["unet"].mean()),
+                    "seed's U-Net": SEED_DSC.get(("unet", l, o)), "seed's U-Net++": SEED_DSC.get(("unetpp", l, o)),
+                    "Wilcoxon p": t["p"], "cases": t["n"],
+                    "U-Net++ differs from U-Net + Dice + Adam": differs.get(pp_name)})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -142,7 +152,7 @@ def claims(grid) -> list[dict]:
             "supported" if diff > 0 and t["p"] >= 0.05 else "not supported")
         out.append({"id": "C-unetpp", "claim": "U-Net++ beats U-Net, but not significantly",
                     "seed_says": "U-Net++ 0.2-0.3 points higher, not significant (untested)",
-                    "measured": f"U-Net++ − U-Net = {diff:+.2f} points of DSC (two-sided Wilcoxon p = {t['p']:.3g}, "
+                    "measured": f"U-Net++ − U-Net = {diff:+.2f} points of DSC (two-sided Wilcoxon p = {format_number(t['p'], p_value=True)}, "
                                 f"{t['n']} volumes)", "p": _num(t["p"]), "verdict": verdict})
     good = unet[unet["loss"].isin(["dice", "shape_aware"])].groupby("case_id")["dice"].mean()
     bad = unet[unet["loss"].isin(["bce", "log_cosh_dice"])].groupby("case_id")["dice"].mean()
@@ -204,5 +214,15 @@ def examples(grid, name: str | None = None, seed: int | None = None, n: int | No
 
 
 def named_history(grid) -> pd.DataFrame:
-    """Per-epoch history with ``config`` replaced by the readable name (for C3)."""
-    return with_names(grid.history).assign(config=lambda d: d["name"])
+    """Per-epoch history with ``config`` replaced by the readable name, and for C3's small multiples a
+    ``network + optimiser`` column (one row of panels each) and a ``loss function`` column (the lines)."""
+    h = with_names(grid.history).assign(config=lambda d: d["name"])
+    h["network + optimiser"] = [f"{MODEL_LABELS[m]} + {OPTIM_LABELS[o]}" for m, o in zip(h["model"], h["optim"])]
+    h["loss function"] = [LOSS_LABELS[l] for l in h["loss"]]
+    return h
+
+
+def index_summary(grid) -> pd.DataFrame:
+    """Mean DSC per volume of every configuration with its 95 % CI and the seed's best validation DSC."""
+    seeds = {f"{MODEL_LABELS[m]} + {LOSS_LABELS[l]} + {OPTIM_LABELS[o]}": v for (m, l, o), v in SEED_DSC.items()}
+    return ci_summary(table_results(grid), "dice", seeds)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from seglib.eval.stats import mean_ci, test_claim
 from seglib.studies.collect import config_order
-from seglib.eval.tables import results_table
+from seglib.eval.tables import ci_columns, ci_summary, results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")
 #: loss.name → how the tables and texts name it
@@ -97,8 +97,10 @@ def table_a1(grid, bench: pd.DataFrame | None = None) -> pd.DataFrame:
                     if "features" in bench else "peak memory (MiB, A2)")
     else:
         peak = pd.Series(np.nan, index=order)
-    out = res.rename(columns={"volume_diff (per case)": "abs. volume diff, ml (per case)",
-                              "lesion_f1 (per case)": "lesion-wise F1 (per case)"})
+    names = {"volume_diff (per case)": "abs. volume diff, ml (per case)",
+             "lesion_f1 (per case)": "lesion-wise F1 (per case)"}
+    out = res.rename(columns={a: b for old_, new in names.items()
+                              for a, b in zip((old_, *ci_columns(old_)), (new, *ci_columns(new)))})
     out.insert(1, "train loss", agg["train_loss"].round(4).to_numpy())
     out.insert(2, "test loss", agg["test_loss"].round(4).to_numpy())
     out["parameters"] = agg["parameters"].to_numpy()
@@ -307,3 +309,53 @@ def headline(grid) -> dict:
             if "loss" in pc:
                 out[f"{name}_dice"] = float(pc.loc[pc["loss"] == name, "value"].mean())
     return out
+
+
+def table_results(grid) -> pd.DataFrame:
+    """Per-volume Dice of every configuration, mean [95 % CI], and the paired test against DiceBCE-3D."""
+    return results_table(grid.cases, ["dice"], baseline_label(grid), primary="dice", order=config_order(grid.runs))
+
+
+def index_summary(grid) -> pd.DataFrame:
+    """Mean Dice per volume of every configuration with its 95 % CI (the seed computed no Dice)."""
+    return ci_summary(table_results(grid), "dice")
+
+
+def describe_a3(grid) -> str:
+    """What A3's curves show for the as-published GDL+CE against the other losses, from the histories."""
+    h = grid.history
+    if "loss" not in h or h.empty:
+        return "No per-epoch history was recorded."
+    last = h.sort_values("epoch").groupby(["loss", "seed", "config"]).tail(1)
+    cols = [c for c in ("train_loss", "val_dice") if c in last]
+    by = last.groupby("loss")[cols].mean()
+    parts = []
+    for name in ("dice_bce", "gdl_ce", "gdl_ce_as_published"):
+        if name in by.index:
+            txt = f"{LOSS_LABELS[name]} ends at a training loss of {_fmt(by.loc[name, 'train_loss'], 4)}"
+            if "val_dice" in by:
+                txt += f" with a held-out pooled Dice of {_fmt(by.loc[name, 'val_dice'])}"
+            parts.append(txt)
+    text = "At the last epoch (mean over configurations and seeds): " + "; ".join(parts) + "."
+    if {"gdl_ce_as_published", "dice_bce"} <= set(by.index) and "val_dice" in by:
+        pub, ref = by.loc["gdl_ce_as_published"], by.loc["dice_bce"]
+        if pub["train_loss"] < ref["train_loss"] and pub["val_dice"] < ref["val_dice"]:
+            text += (" The as-published GDL+CE has the smaller loss and the lower Dice: its loss value is not a "
+                     "measure of the masks.")
+        elif pub["val_dice"] >= ref["val_dice"]:
+            text += " In this build the as-published GDL+CE does not give a lower Dice than DiceBCE."
+        else:
+            text += " In this build the as-published GDL+CE gives a lower Dice than DiceBCE without a smaller loss."
+    return text
+
+
+def curve_history(grid) -> pd.DataFrame:
+    """Per-epoch history for A3's small multiples: a ``loss function`` column (one row of panels each) and
+    a ``convolution, size`` column (the lines of a panel)."""
+    h = grid.history.copy()
+    if "loss" in h:
+        h["loss function"] = [LOSS_LABELS.get(l, l) for l in h["loss"]]
+    conv = h["conv"] if "conv" in h else pd.Series(["3d"] * len(h), index=h.index)
+    size = h["size"] if "size" in h else pd.Series([""] * len(h), index=h.index)
+    h["convolution, size"] = [f"{CONV_NAMES.get(c, c)}, {s}³" for c, s in zip(conv, size)]
+    return h
