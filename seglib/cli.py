@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use params/<study>/<profile>.yaml when --params is not given (default quick)")
     p.add_argument("--quiet", action="store_true", help="no cell log output or progress bar")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="with 'all': notebooks executed at once (default: one per CPU core, at most 3)")
+                   help="with 'all': notebooks executed at once (default: every notebook, up to two per CPU core)")
     _add_params(p)
     _add_executor(p)
     p.set_defaults(func=cmd_run)
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderer", choices=("auto", "quarto", "fallback"), default="auto")
     p.add_argument("--force", action="store_true", help="re-execute every notebook (runs stay cached)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="notebooks executed at once (default: one per CPU core, at most 3)")
+                   help="notebooks executed at once (default: every notebook, up to two per CPU core)")
     p.add_argument("--no-pdf", action="store_true")
     p.add_argument("--quiet", action="store_true")
     _add_params(p)

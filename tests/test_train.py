@@ -355,3 +355,11 @@ def test_predict_batches_yields_cpu_logits_in_eval_mode(data):
         assert torch.equal(out[0][0], model(val.dataset.tensors[0]))
     only_images = DataLoader(TensorDataset(val.dataset.tensors[0]), batch_size=8)
     assert next(iter(predict_batches(model, only_images, "cpu")))[1] is None
+
+
+def test_autocast_takes_a_device_or_its_name():
+    """A run's history records its device as a string ("cpu"); evaluation passes it on to autocast."""
+    with U.autocast("cpu", "bf16"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with U.autocast(torch.device("cpu"), "fp32"):
+        assert not torch.is_autocast_enabled("cpu")

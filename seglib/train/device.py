@@ -128,11 +128,12 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device | str, precision: str):
     """``torch.autocast`` for ``precision`` on ``device`` (a no-op context for fp32)."""
     dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
+    device = torch.device(device) if not isinstance(device, torch.device) else device  # "cpu" as a run records it
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
