@@ -418,3 +418,21 @@ def test_ctrl_c_while_two_notebooks_run_side_by_side(tmp_path):
     assert "seglib/cli.py" not in err and "concurrent/futures" not in err
     assert err.strip().splitlines()[-1].startswith("seglib: interrupted (Ctrl-C) during seglib run all")
     assert not (tmp_path / "build" / "executed" / "stroke.ipynb").exists()  # the third notebook never ran
+
+
+def test_a_kernel_that_ignores_the_interrupt_is_stopped_after_the_grace():
+    """A kernel ignores SIGINT outside a cell (starting up, between cells): the lost Ctrl-C must not leave its
+    notebook running to the end. ``stop_child_processes`` interrupts again, then terminates what is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seglib.report.notebooks import stop_child_processes
+
+    code = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "up"
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(child.wait)
+        t0 = time.time()
+        stop_child_processes([future], grace=1.0)
+        assert future.done() and child.returncode is not None  # terminated, not left to sleep 120 s
+        assert time.time() - t0 < 15

@@ -218,6 +218,49 @@ def default_jobs(n_notebooks: int) -> int:
     return max(1, min(n_notebooks, 2 * (os.cpu_count() or 1)))
 
 
+def stop_child_processes(running: list, grace: float = 5.0) -> None:
+    """After Ctrl-C, make the notebooks in ``running`` (futures) end within about ``grace`` seconds.
+
+    A kernel ignores SIGINT outside a cell (while it starts, between cells), so a single interrupt can be lost
+    and its notebook would run on to its end. The kernels and their training processes are interrupted again
+    every half second; what still runs after ``grace`` is terminated, then killed. A training process stopped
+    this way leaves its last checkpoint, which the next run resumes from; finished runs are in the cache.
+    """
+    import time
+    from concurrent.futures import wait
+
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return
+
+    def children():
+        try:
+            return psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def signal_all(procs, how):
+        for c in procs:
+            with contextlib.suppress(psutil.Error):
+                how(c)
+
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        running = list(wait(running, timeout=0.5).not_done)
+        if running:
+            import signal
+
+            signal_all(children(), lambda c: c.send_signal(signal.SIGINT))
+    if not running:
+        return
+    procs = children()
+    signal_all(procs, lambda c: c.terminate())
+    _, alive = psutil.wait_procs(procs, timeout=3.0)
+    signal_all(alive, lambda c: c.kill())
+    wait(running, timeout=10.0)
+
+
 def run_notebooks(configs: list[StudyConfig], p: Paths | None = None, *, jobs: int | None = None,
                   log_output: bool = True, progress_bar: bool = True, on_done=None) -> dict[str, Path | Exception]:
     """Execute several notebooks, ``jobs`` at a time; returns ``{study: executed path or the exception}``.
@@ -261,6 +304,7 @@ def run_notebooks(configs: list[StudyConfig], p: Paths | None = None, *, jobs: i
             # Ctrl-C: the notebooks not started yet never start; the running ones were interrupted with their
             # kernels (seglib.cli) and end at their current cell, their earlier builds kept
             pool.shutdown(wait=False, cancel_futures=True)
+            stop_child_processes([f for f in futures.values() if not f.done()])
             raise
         finally:
             pool.shutdown(wait=True)
