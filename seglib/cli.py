@@ -162,6 +162,9 @@ def cmd_predict(args) -> int:
     summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out) if args.out else None,
                              device=args.device)
     print(json.dumps(summary, indent=1, default=str))
+    if summary.get("dice_mean") is not None:
+        print(f"seglib predict: per-volume DSC over the {summary['cases_with_mask']} cases with a mask: mean "
+              f"{summary['dice_mean']:.3f}, median {summary['dice_median']:.3f} (per case: {summary['out']}/metrics.csv)")
     return 0
 
 

@@ -47,6 +47,11 @@ def test_predict_writes_readable_masks_and_metrics(smoke_build, study, tmp_path,
     metrics = pd.read_csv(out / "metrics.csv")
     assert sorted(metrics["case_id"]) == sorted(c.id for c in labelled)
     assert metrics["dice"].dropna().between(0, 1).all()
+    # the per-volume DSC is printed, mean and median of the cases with a mask
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == (f"seglib predict: per-volume DSC over the {len(labelled)} cases with a mask: mean "
+                    f"{np.nanmean(metrics['dice']):.3f}, median {np.nanmedian(metrics['dice']):.3f} "
+                    f"(per case: {out}/metrics.csv)")
     for case in cases:
         if study == "brain":
             files = sorted((out / case.id).glob("*_mask.tif"))

@@ -29,7 +29,7 @@ from seglib.data.preprocess import (
     subsample_crop_pad,
     zscore_channels,
 )
-from seglib.data.splits import leaked_patients, split_as_buda, split_by_patient, split_by_slice
+from seglib.data.splits import leaked_patients, split_as_buda, split_by_patient, split_by_slice, split_k_fold
 
 
 def _case(image, mask, cid="p"):
@@ -367,3 +367,17 @@ def test_adc_units_real_isles22_comparable_after_zscore_nonzero():
             assert z[c.mask > 0].mean() < -0.3, c.id  # restricted diffusion: dark on ADC, in either unit
     q = np.array(list(quart.values()))
     assert (q.max(axis=0) - q.min(axis=0) < 0.5).all(), quart
+
+
+def test_k_fold_validates_every_patient_once():
+    ids = [f"P{i:02d}" for i in range(39)] * 3  # slices of each patient: ids repeat
+    vals = [split_k_fold(ids, 5, k)[1] for k in range(5)]
+    assert sorted(p for v in vals for p in v) == sorted(set(ids))  # every patient exactly once
+    assert {len(v) for v in vals} == {7, 8}
+    for k, v in enumerate(vals):
+        train, val = split_k_fold(reversed(ids), 5, k)  # the order the cases were read in does not matter
+        assert val == v and not set(train) & set(val) and len(train) + len(val) == 39
+    with pytest.raises(ValueError, match="data.fold = 5"):
+        split_k_fold(ids, 5, 5)
+    with pytest.raises(ValueError, match="data.folds = 40"):
+        split_k_fold(ids, 40, 0)

@@ -363,3 +363,40 @@ def test_autocast_takes_a_device_or_its_name():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     with U.autocast(torch.device("cpu"), "fp32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "poly"])
+def test_learning_rate_schedule_warms_up_then_decays(data, schedule):
+    s = settings(epochs=6, lr=0.1, schedule=schedule, warmup_epochs=2)
+    rates = [s.lr_at(e) for e in range(1, 7)]
+    assert rates[:3] == pytest.approx([0.05, 0.1, 0.1])  # linear warm-up, then the first decay epoch at lr
+    assert all(a > b for a, b in zip(rates[2:], rates[3:])) and rates[-1] > 0
+    if schedule == "cosine":
+        assert rates[3] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))
+    else:
+        assert rates[3] == pytest.approx(0.1 * 0.75 ** 0.9)
+    h, _ = run(data, s)
+    assert list(h.to_frame()["lr"]) == pytest.approx(rates)  # what fit trained each epoch with
+    assert [settings(epochs=4, lr=0.1).lr_at(e) for e in (1, 4)] == [0.1, 0.1]  # constant
+
+
+def test_a_scheduled_run_resumes_at_the_rates_of_an_uninterrupted_one(data, tmp_path):
+    s = settings(epochs=4, schedule="cosine", warmup_epochs=1)
+    straight, m_straight = run(data, s, checkpoint_dir=tmp_path / "a")
+
+    def stop_after_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(data, s, checkpoint_dir=tmp_path / "b", on_epoch_end=stop_after_2)
+    resumed, m_resumed = run(data, s, checkpoint_dir=tmp_path / "b", model=tiny_model(5))
+    pd.testing.assert_frame_equal(computed(straight), computed(resumed), check_exact=True)
+    assert_same_state(m_straight.state_dict(), m_resumed.state_dict())
+
+
+@pytest.mark.parametrize("kw, match", [({"schedule": "step"}, "schedule"),
+                                       ({"schedule": "cosine", "warmup_epochs": 3}, "warmup_epochs")])
+def test_schedule_settings_are_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        settings(**kw)

@@ -94,6 +94,14 @@ def _check_cell(study: str, cell: RunConfig) -> None:
         if getattr(d, key) not in offered:
             raise ConfigError(f"data.{key} = {getattr(d, key)!r}: study '{study}' {why}; allowed: "
                               f"{', '.join(repr(v) for v in offered)}.")
+    if study == "stroke" and (t.tta != "none" or t.postprocess != "none"):
+        raise ConfigError(f"train.tta = {t.tta!r}, train.postprocess = {t.postprocess!r}: study 'stroke' evaluates "
+                          f"with its sliding window as published; test-time flips and post-processing are options "
+                          f"of the 2D studies (prostate, brain); allowed here: 'none'.")
+    if d.folds is not None and d.fold >= d.folds:
+        raise ConfigError(f"data.fold = {d.fold}: expected 0 to {d.folds - 1} for data.folds = {d.folds}.")
+    if d.folds is None and d.fold:
+        raise ConfigError(f"data.fold = {d.fold}: set data.folds too (the number of cross-validation folds).")
     if m.name == "unetpp" and len(m.features) != 5:
         raise ConfigError(f"model.features = {list(m.features)}: model 'unetpp' (MONAI BasicUNetPlusPlus) needs "
                           f"exactly 5 widths, one per level.")

@@ -59,6 +59,9 @@ class DataConfig:
     # 2D studies: the voxel axis the volumes are cut along into slices (2: the last, as PROSTATEx and LGG are
     # stored; nnU-Net datasets may need another)
     slice_axis: Literal[0, 1, 2] = 2
+    # patient-level k-fold cross-validation: validate on fold `fold` of `folds` (None: `n_val` / `val_fraction`)
+    folds: Optional[int] = field(default=None, metadata=_rng(2))
+    fold: int = field(default=0, metadata=_rng(0))
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class OptimConfig:
     momentum: float = field(default=0.9, metadata=_rng(0, 1))
     weight_decay: float = field(default=0.0, metadata=_rng(0))
     grad_clip: Optional[float] = field(default=None, metadata=_rng(0, None, True))
+    # the learning rate over the epochs: constant, cosine or poly decay to 0 after a linear warm-up
+    schedule: Literal["constant", "cosine", "poly"] = "constant"
+    warmup_epochs: int = field(default=0, metadata=_rng(0))
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     threshold: float = field(default=0.5, metadata=_rng(0, 1, True, True))  # on the sigmoid output
+    # 2D studies' evaluation and `seglib predict`: "flips" averages the probabilities of the slice and its
+    # mirror images (left-right, up-down, both); "largest" keeps the largest 3D connected component of each
+    # patient's predicted volume (26-connected, across slices)
+    tta: Literal["none", "flips"] = "none"
+    postprocess: Literal["none", "largest"] = "none"
     # CPU threads a run trains and evaluates with: part of the run's key, since a CPU's floating-point
     # sums (and so the trained bits) depend on how the work is split between threads
     cpu_threads: int = field(default=1, metadata=_rng(1, 1024))

@@ -45,6 +45,24 @@ def split_by_patient(
     return [p for p in uniq if p not in val_set], val
 
 
+def split_k_fold(ids: Iterable[str], folds: int, fold: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Fold ``fold`` (0-based) of a patient-level ``folds``-fold cross-validation: (train, validation).
+
+    The sorted unique ids are permuted by ``np.random.default_rng(seed)`` and dealt round-robin into the
+    folds, so every patient is validated in exactly one fold and the fold sizes differ by at most one.
+    Both lists come back sorted.
+    """
+    uniq = sorted(set(ids))
+    if not 2 <= int(folds) <= len(uniq):
+        raise ValueError(f"data.folds = {folds}: expected between 2 and {len(uniq)} (the number of patients).")
+    if not 0 <= int(fold) < int(folds):
+        raise ValueError(f"data.fold = {fold}: expected 0 to {int(folds) - 1} for {folds} folds.")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    val = sorted(uniq[i] for i in order[int(fold)::int(folds)])
+    val_set = set(val)
+    return [p for p in uniq if p not in val_set], val
+
+
 def split_as_buda(ids: Iterable[str], n_val: int = 10, seed: int = 42) -> tuple[list[str], list[str]]:
     """Study C's split exactly as Buda's ``BrainSegmentationDataset`` drew it:
     ``random.seed(seed); random.sample(sorted(patients), k=n_val)`` (Python's

@@ -84,12 +84,30 @@ def data_root(data: DataConfig, paths: Paths) -> tuple[Path, bool]:
     return root, True
 
 
+def split_ids(ids, d: DataConfig) -> tuple[list[str], list[str]]:
+    """(train, validation) patients of a data section: fold ``d.fold`` of a ``d.folds``-fold patient-level
+    cross-validation when ``d.folds`` is set, else ``d.n_val`` patients (or ``d.val_fraction`` of them)."""
+    from seglib.data.splits import split_by_patient, split_k_fold
+
+    if d.folds:
+        return split_k_fold(ids, d.folds, d.fold, seed=0)
+    return split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
+
+
+def for_cell(prepared: Prepared, d: DataConfig) -> Prepared:
+    """``prepared`` with the split of one cell's data section (a grid may sweep ``data.fold``)."""
+    import dataclasses
+
+    train_ids, val_ids = split_ids([c.id for c in prepared.cases], d)
+    if (train_ids, val_ids) == (list(prepared.train_ids), list(prepared.val_ids)):
+        return prepared
+    return dataclasses.replace(prepared, train_ids=train_ids, val_ids=val_ids)
+
+
 def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
     """Read the cases through the dataset's real reader, check them, and split them by patient."""
     from seglib.data import load_cases, verify_integrity, with_masks
     from seglib.data.cache import case_files, data_fingerprint
-    from seglib.data.splits import split_by_patient
-
     d = cfg.data
     root, synthetic = data_root(d, paths)
     cases = load_cases(d.dataset, root, channels=list(d.channels) if d.channels else None,
@@ -100,7 +118,7 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
         labelled = labelled[: d.max_cases]
     verify_integrity(labelled)
     ids = [c.id for c in labelled]
-    train_ids, val_ids = split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
+    train_ids, val_ids = split_ids(ids, d)
     fingerprint = data_fingerprint(case_files(labelled), root)
     if d.foreground is not None or d.slice_axis != 2:  # the same files read into other masks or other slices:
         fingerprint = stable_hash([fingerprint, d.foreground, d.slice_axis], length=32)  # other cached arrays
@@ -152,6 +170,7 @@ def train_cell(spec, run_dir: Path, *, module, prepared: Prepared, progress: boo
 
     cell = RunConfig.from_dict(spec.config)  # the key stays that of the plain dict, spec.config
     seed, threads = cell.seed, cell.train.cpu_threads
+    prepared = for_cell(prepared, cell.data)
     with cpu_threads(threads):
         arrays = module.arrays(prepared, cell.data)
         # the run's own seed, before anything draws: datasets, the model's initial weights, the loss

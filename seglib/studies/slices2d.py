@@ -61,10 +61,31 @@ def predict_slices(model, images: np.ndarray, cell: RunConfig, device, precision
     from seglib.train import make_loader, predict_batches
 
     images = np.asarray(images)
-    slices = SliceDataset(images, np.zeros((len(images), 1, *images.shape[2:]), np.uint8))
-    loader = make_loader(slices, cell.train.batch_size, shuffle=False, seed=0)
-    probs = [torch.sigmoid(logits)[:, 0].numpy() for logits, _ in predict_batches(model, loader, device, precision)]
-    return np.concatenate(probs).astype(np.float32)
+    views = FLIPS if cell.train.tta == "flips" else ((),)
+    total = None
+    for dims in views:  # each view predicted, flipped back and averaged (the mirror of a slice is a slice)
+        view = np.flip(images, axis=tuple(d + 2 for d in dims)) if dims else images
+        slices = SliceDataset(np.ascontiguousarray(view), np.zeros((len(images), 1, *images.shape[2:]), np.uint8))
+        loader = make_loader(slices, cell.train.batch_size, shuffle=False, seed=0)
+        probs = np.concatenate([torch.sigmoid(logits)[:, 0].numpy()
+                                for logits, _ in predict_batches(model, loader, device, precision)])
+        probs = np.flip(probs, axis=tuple(d + 1 for d in dims)) if dims else probs
+        total = probs.astype(np.float64) if total is None else total + probs
+    return (total / len(views)).astype(np.float32)
+
+
+#: test-time flips of a slice (axes of ``(H, W)``): itself, up-down, left-right, both
+FLIPS = ((), (0,), (1,), (0, 1))
+
+
+def postprocess_volume(mask: np.ndarray, cell: RunConfig) -> np.ndarray:
+    """``train.postprocess`` on one patient's binary volume ``(..., Z)`` or slice stack ``(Z, H, W)``:
+    "largest" keeps its largest 26-connected component (across slices), "none" returns it as it is."""
+    if cell.train.postprocess == "none":
+        return mask
+    from seglib.eval.metrics import largest_connected_component
+
+    return largest_connected_component(mask).astype(mask.dtype)
 
 
 def predict_val(model, arrays: dict, cell: RunConfig, device, precision) -> np.ndarray:
@@ -84,7 +105,7 @@ def predict_case_slices(model, case, cell: RunConfig, device, precision, normali
     sl = extract_slices([unlabelled], cell.data.size, normalise=normalise)
     probs = predict_slices(model, sl["image"], cell, device, precision)
     vol = np.stack([resize_probabilities(p, shape[:2]) for p in probs], axis=-1)
-    return (vol >= cell.train.threshold).astype(np.uint8)
+    return postprocess_volume((vol >= cell.train.threshold).astype(np.uint8), cell)
 
 
 def evaluate(model, arrays: dict, cell: RunConfig, loss_fn, device, precision, *, examples=None):
@@ -97,6 +118,12 @@ def evaluate(model, arrays: dict, cell: RunConfig, loss_fn, device, precision, *
     pred = (probs >= cell.train.threshold).astype(np.uint8)
     truth = arrays["val_mask"].astype(np.uint8)
     patients = arrays["val_patient"].astype(str)
+    if cell.train.postprocess != "none":  # per patient, on its slices stacked in slice order
+        order = arrays["val_slice"] if "val_slice" in arrays else np.arange(len(pred))
+        for p in np.unique(patients):
+            idx = np.flatnonzero(patients == p)
+            idx = idx[np.argsort(order[idx], kind="stable")]
+            pred[idx] = postprocess_volume(pred[idx], cell)
     frame = volume_metrics(list(pred), list(truth), list(patients))
     frame = frame.rename(columns={frame.columns[0]: "case_id"}) if "case_id" not in frame else frame
     # per-case loss: the loss of the logits of each patient's slices (logit = log(p / (1 - p)))

@@ -285,6 +285,8 @@ class _EpochContext:
 def _run_epoch(run: _EpochContext, epoch: int) -> dict[str, Any]:
     settings, device = run.settings, run.device
     reseed_loader(run.train_loader, settings.seed, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = settings.lr_at(epoch)
     reset_peak_memory(device)
     total = len(run.train_loader) if hasattr(run.train_loader, "__len__") else None
     bar = tqdm(total=total, desc=f"epoch {epoch}/{settings.epochs}", disable=not run.progress,

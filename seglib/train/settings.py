@@ -21,6 +21,9 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
+SCHEDULES = ("constant", "cosine", "poly")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How ``fit`` trains. ``monitor`` is ``"train_loss"``, ``"val_loss"`` or ``"val_<metric>"``
@@ -45,6 +48,8 @@ class TrainSettings:
     seed: int = 0
     deterministic: bool = True
     restore_best: bool = True
+    schedule: str = "constant"  # the learning rate over the epochs: constant, cosine or poly (to 0)
+    warmup_epochs: int = 0  # linear warm-up to ``lr`` over the first epochs
 
     @classmethod
     def from_config(cls, train, optim, seed: int) -> TrainSettings:
@@ -53,7 +58,25 @@ class TrainSettings:
         return cls(epochs=train.epochs, optimizer=optim.name, lr=optim.lr, momentum=optim.momentum,
                    weight_decay=optim.weight_decay, grad_clip=optim.grad_clip, patience=train.patience,
                    min_delta=train.min_delta, monitor=train.monitor, mode=train.mode, device=train.device,
-                   precision=train.precision, channels_last=train.channels_last, seed=seed)
+                   precision=train.precision, channels_last=train.channels_last, seed=seed,
+                   schedule=optim.schedule, warmup_epochs=optim.warmup_epochs)
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based), a pure function of the settings (so a resumed run
+        trains at the rates of an uninterrupted one): ``lr * epoch / warmup_epochs`` during the warm-up,
+        then ``lr`` (constant), ``lr * (1 + cos(pi t)) / 2`` (cosine) or ``lr * (1 - t) ** 0.9`` (poly, as
+        nnU-Net) with ``t`` going from 0 at the first epoch after the warm-up towards 1 at the end."""
+        import math
+
+        w = self.warmup_epochs
+        if epoch <= w:
+            return self.lr * epoch / w
+        if self.schedule == "constant":
+            return self.lr
+        t = (epoch - w - 1) / max(1, self.epochs - w)
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.lr * (1.0 - t) ** 0.9
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int) -> None:
@@ -63,6 +86,12 @@ class TrainSettings:
 
         _int("epochs", 1)
         _int("seed", 0)
+        _int("warmup_epochs", 0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainSettings.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_epochs >= self.epochs and self.schedule != "constant":
+            raise ValueError(f"TrainSettings.warmup_epochs ({self.warmup_epochs}) must be fewer than the epochs "
+                             f"({self.epochs}) for a {self.schedule} schedule")
         if self.patience is not None:
             _int("patience", 1)
         look_up(self.optimizer, OPTIMIZERS, "optimizer")

@@ -55,7 +55,7 @@ def predict_case(model, case, cell: RunConfig, device, precision) -> np.ndarray:
     for p, z in zip(probs, pre["slices"]):
         sq = resize_probabilities(p, (side, side))[ph // 2: ph // 2 + (h1 - h0), pw // 2: pw // 2 + (w1 - w0)]
         out[h0:h1, w0:w1, int(z)] = (sq >= cell.train.threshold).astype(np.uint8)
-    return out
+    return slices2d.postprocess_volume(out, cell)
 
 
 def datasets(arrays: dict, cell: RunConfig):

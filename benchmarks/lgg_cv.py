@@ -1,0 +1,128 @@
+"""Patient-level k-fold cross-validation of a study C profile on real LGG data (default: the CPU recipe).
+
+Every patient of ``--data-dir`` is validated exactly once: the profile's grid is crossed with
+``data.fold = 0 … k-1`` (``data.folds = k``), each fold trained through the run cache like any grid (a
+fold trained before is read back), then each fold's model predicts its held-out patients **at their
+original resolution** with ``seglib predict``'s own code (Buda's crop and resize undone, the profile's
+test-time flips and post-processing applied), and the per-volume DSC of every patient is pooled.
+Printed: one row per fold and the pooled mean [95 % bootstrap CI], median, quartiles, minimum and the
+number of complete misses (DSC 0), and the same with the evaluation variants the profile could
+choose (no flips, no post-processing) on the same trained weights, so what each buys is measured.
+
+    .venv/bin/python benchmarks/lgg_cv.py --data-dir ../shared/data/lgg [--folds 5] [--executor dask]
+        [--params params/brain/real-cpu.yaml] [-p train.epochs=40 ...]
+
+``--executor dask`` trains the folds side by side (a LocalCluster of ``--workers`` processes,
+default 2, each run with the profile's ``train.cpu_threads``). Runs go to ``$SEGLIB_BUILD``'s cache
+(default ``build/``), so re-running the script only re-evaluates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import bench_common as bc
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {"profile": None, "no flips": {"tta": "none"}, "no post-processing": {"postprocess": "none"},
+            "neither": {"tta": "none", "postprocess": "none"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = bc.parser(__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=False, default=str(REPO.parent / "shared" / "data" / "lgg"))
+    ap.add_argument("--params", default=str(REPO / "params" / "brain" / "real-cpu.yaml"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--executor", default="local", choices=("local", "dask"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    if not Path(args.data_dir).is_dir():
+        print(f"lgg_cv: --data-dir {args.data_dir}: no such folder (the kaggle_3m folder or its parent)")
+        return 2
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from seglib.config import load
+    from seglib.data.case import Case
+    from seglib.eval.metrics import case_metrics
+    from seglib.eval.stats import mean_ci
+    from seglib.predict import load_run
+    from seglib.report.notebooks import paths
+    from seglib.runs import RunCache
+    from seglib.studies.brain.data import predict_case
+    from seglib.studies.collect import grid_specs, run_grid
+    from seglib.studies.pipeline import for_cell, prepare
+    from seglib.train.device import cpu_threads
+
+    load1 = bc.load_average()[0]
+    cfg = load("brain", args.params, [*args.overrides, f"data.folds={args.folds}"], data_dir=args.data_dir)
+    folds = list(range(args.folds))
+    grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
+    executor = {"name": args.executor, **({"workers": args.workers} if args.executor == "dask" else {})}
+    cfg = dataclasses.replace(cfg, grid=tuple(grid))
+    p = paths(REPO)
+    prepared = prepare(cfg, p)
+    t0 = time.perf_counter()
+    results = run_grid(cfg, prepared, p, progress=False, executor=executor)
+    train_s = time.perf_counter() - t0
+    specs, _ = grid_specs(cfg, prepared)
+    cache = RunCache(p.runs)
+    rows, fold_rows = [], []
+    t1 = time.perf_counter()
+    for spec in specs:
+        run_dir = cache.run_dir(spec)
+        study, cell, model, epoch = load_run(run_dir)
+        fold_prep = for_cell(prepared, cell.data)
+        precision = results.runs.loc[results.runs["key"] == spec.key, "precision"].iloc[0]
+        model.eval()
+        scores: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        with cpu_threads(cell.train.cpu_threads), torch.no_grad():
+            for cid in fold_prep.val_ids:
+                case = fold_prep.case(cid)
+                unlabelled = Case(case.id, case.image, None, case.spacing)
+                for name, change in VARIANTS.items():
+                    c = cell if change is None else dataclasses.replace(cell, train=dataclasses.replace(cell.train, **change))
+                    mask = predict_case(model, unlabelled, c, torch.device("cpu"), precision)
+                    dsc = case_metrics(mask, case.mask, spacing=case.spacing)["dice"]
+                    scores[name].append(dsc)
+                    rows.append({"variant": name, "fold": cell.data.fold, "seed": cell.seed, "case_id": cid,
+                                 "dice": dsc})
+        wall = results.runs.loc[results.runs["key"] == spec.key, "wall_s"].iloc[0]
+        fold_rows.append({"fold": cell.data.fold, "seed": cell.seed, "val patients": len(fold_prep.val_ids),
+                          "best epoch": epoch, "train wall s": wall,
+                          **{f"DSC {v}": float(np.nanmean(s)) for v, s in scores.items()}})
+    eval_s = time.perf_counter() - t1
+    print(f"lgg_cv: {len(prepared.cases)} patients, {args.folds} folds, profile {Path(args.params).name} "
+          f"{' '.join(args.overrides)}; training {train_s:.0f} s ({args.executor}), evaluation {eval_s:.0f} s; "
+          f"{'native bf16' if bc.cpu_info()['native_bf16'] else 'no native bf16'}, {bc.cpu_info()['cores']} cores")
+    print(bc.format_table(fold_rows))
+    pooled = []
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for name in VARIANTS:
+        d = df[df["variant"] == name].groupby("case_id")["dice"].mean().to_numpy(float)  # mean over seeds
+        ci = mean_ci(d, rng=0)
+        q1, med, q3 = np.nanpercentile(d, [25, 50, 75])
+        pooled.append({"evaluation": name, "patients": int(np.isfinite(d).sum()), "mean DSC": ci["mean"],
+                       "95% CI": f"[{ci['low']:.3f}, {ci['high']:.3f}]", "median": med, "q1": q1, "q3": q3,
+                       "min": float(np.nanmin(d)), "DSC = 0": int((d == 0).sum()), "DSC < 0.5": int((d < 0.5).sum())})
+    print(bc.format_table(pooled))
+    warning = bc.load_warning(load1)
+    if warning:
+        print(warning)
+    bc.write_json(p.build / "benchmarks" / "lgg_cv.json",
+                  {"folds": fold_rows, "pooled": pooled, "per_case": rows, "train_s": train_s, "eval_s": eval_s,
+                   "params": args.params, "overrides": args.overrides, "environment": bc.environment(),
+                   "load_start": load1, "load_end": bc.load_average()[0]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

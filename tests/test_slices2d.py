@@ -1,0 +1,120 @@
+"""The 2D studies' evaluation options: test-time flips, per-volume post-processing, and a grid over CV folds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from seglib.config import RunConfig, load
+from seglib.studies import slices2d
+from seglib.studies.pipeline import for_cell, split_ids
+
+
+def cell(**train) -> RunConfig:
+    c = RunConfig()
+    return dataclasses.replace(c, train=dataclasses.replace(c.train, batch_size=3, **train))
+
+
+class Asymmetric(nn.Module):
+    """A fixed convolution whose kernel has no mirror symmetry: its flipped predictions differ."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.arange(18, dtype=torch.float32).reshape(1, 2, 3, 3) / 20 - 0.4)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_flips_average_the_mirrored_predictions():
+    images = np.random.default_rng(0).normal(size=(5, 2, 8, 8)).astype(np.float32)
+    model = Asymmetric().eval()
+    plain = slices2d.predict_slices(model, images, cell(), torch.device("cpu"), "fp32")
+    tta = slices2d.predict_slices(model, images, cell(tta="flips"), torch.device("cpu"), "fp32")
+    expected = np.zeros_like(plain, dtype=np.float64)
+    with torch.no_grad():
+        for dims in ((), (2,), (3,), (2, 3)):
+            x = torch.from_numpy(images)
+            x = torch.flip(x, dims) if dims else x
+            y = torch.sigmoid(model(x))[:, 0]
+            expected += (torch.flip(y, [d - 1 for d in dims]) if dims else y).numpy()
+    np.testing.assert_allclose(tta, expected / 4, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain, tta, atol=1e-3)  # the flips changed something: the kernel is asymmetric
+
+
+def test_largest_component_is_kept_per_patient_across_slices():
+    # two patients of 3 slices each (stored out of order); patient A has a blob over two slices and a speck
+    pred = np.zeros((6, 6, 6), np.uint8)
+    pred[0, 1:4, 1:4] = 1  # A slice 2: part of the big blob
+    pred[2, 1:4, 1:4] = 1  # A slice 1: the big blob goes on across slices
+    pred[1, 5, 5] = 1  # A slice 0: a speck far away
+    pred[3, 0, 0] = pred[4, 4:6, 4:6] = 1  # B: a speck and a 2x2 square in another slice
+    arrays = {"val_patient": np.array(list("AAABBB")), "val_slice": np.array([2, 0, 1, 0, 1, 2]),
+              "val_mask": pred.copy(), "val_image": np.zeros((6, 1, 6, 6), np.float32)}
+    kept = pred.copy()
+    patients = arrays["val_patient"]
+    for p in "AB":
+        idx = np.flatnonzero(patients == p)
+        idx = idx[np.argsort(arrays["val_slice"][idx])]
+        kept[idx] = slices2d.postprocess_volume(pred[idx], cell(postprocess="largest"))
+    assert kept[1].sum() == 0 and kept[3].sum() == 0  # the specks are gone
+    assert kept[0].sum() == kept[2].sum() == 9 and kept[4].sum() == 4  # the largest component of each stays
+    assert slices2d.postprocess_volume(pred, cell()) is pred  # "none" leaves it alone
+
+
+class Constant(nn.Module):
+    def __init__(self, logits: np.ndarray):
+        super().__init__()
+        self.logits = torch.from_numpy(logits)
+        self.i = 0
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        out = self.logits[self.i: self.i + len(x)]
+        self.i += len(x)
+        return out[:, None] + 0 * self.dummy
+
+
+def test_evaluate_applies_the_post_processing_per_volume():
+    truth = np.zeros((4, 6, 6), np.uint8)
+    truth[:2, 1:4, 1:4] = 1  # patient A: a blob on both slices; B: a blob on its first slice
+    truth[2, 2:5, 2:5] = 1
+    pred = truth.copy()
+    pred[1, 5, 5] = 1  # a false-positive speck in A
+    pred[3, 0, 0:3] = 1  # a false-positive line in B, in a slice without tumour (not touching the blob)
+    arrays = {"val_patient": np.array(list("AABB")), "val_slice": np.array([0, 1, 0, 1]), "val_mask": truth,
+              "val_image": np.zeros((4, 1, 6, 6), np.float32)}
+    logits = np.where(pred > 0, 8.0, -8.0).astype(np.float32)
+    loss = nn.BCEWithLogitsLoss()
+    raw, _ = slices2d.evaluate(Constant(logits), arrays, cell(), loss, torch.device("cpu"), "fp32")
+    post, _ = slices2d.evaluate(Constant(logits), arrays, cell(postprocess="largest"), loss, torch.device("cpu"), "fp32")
+    assert (raw["dice"] < 1).all()
+    assert post["dice"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_a_grid_over_folds_splits_each_cell_its_own_way(tmp_path):
+    cfg = load("brain", None, ["data.folds=3", "grid=[{data.fold: [0, 1, 2]}]", "train.epochs=1"])
+
+    class Prep:  # what for_cell reads of a Prepared
+        pass
+
+    import seglib.studies.pipeline as P
+
+    ids = [f"P{i}" for i in range(9)]
+    cases = [type("C", (), {"id": i})() for i in ids]
+    train, val = split_ids(ids, cfg.data)
+    prepared = P.Prepared("brain", "lgg", tmp_path, True, cases, [], train, val, "f", "s", tmp_path)
+    seen = []
+    for k in range(3):
+        d = dataclasses.replace(cfg.data, fold=k)
+        p = for_cell(prepared, d)
+        assert not set(p.train_ids) & set(p.val_ids)
+        seen += p.val_ids
+    assert sorted(seen) == ids
+    assert for_cell(prepared, cfg.data) is prepared  # the study's own split: unchanged
