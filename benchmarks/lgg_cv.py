@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load("brain", args.params, [*args.overrides, f"data.folds={args.folds}"], data_dir=args.data_dir)
     folds = list(range(args.folds))
     grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
-    executor = {"name": args.executor, **({"workers": args.workers} if args.executor == "dask" else {})}
+    from seglib.config import ExecutorConfig
+
+    executor = ExecutorConfig(name=args.executor, workers=args.workers if args.executor == "dask" else None)
     cfg = dataclasses.replace(cfg, grid=tuple(grid))
     p = paths(REPO)
     prepared = prepare(cfg, p)

@@ -244,3 +244,26 @@ def test_a_grid_through_real_sbatch(tmp_path):
         assert jobs[0]["cluster"] == "slurm" and "_" in jobs[0]["job_id"]  # an array task: <array>_<index>
         assert _provenance(run)["executed"]["slurm_job_id"]
     _assert_clean(build)
+
+
+def test_a_training_child_of_a_dask_worker_keeps_the_default_allocator(tmp_path):
+    """A Dask nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` for its worker; a training child that inherits it
+    spends a third of its time in page faults. The child's environment drops it (and keeps the rest)."""
+    code = textwrap.dedent("""
+        import json, os
+        if __name__ == "__main__":
+            from distributed import Client, LocalCluster
+            from seglib.runs.jobs import child_environment
+            with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c, \\
+                    Client(c) as client:
+                worker = client.submit(lambda: dict(os.environ)).result()
+                child = client.submit(child_environment, {"EXTRA": "1"}).result()
+            print(json.dumps({"worker": worker.get("MALLOC_TRIM_THRESHOLD_"),
+                              "child": child.get("MALLOC_TRIM_THRESHOLD_"), "extra": child.get("EXTRA"),
+                              "path": child.get("PATH") == worker.get("PATH")}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"worker": "65536", "child": None, "extra": "1", "path": True}

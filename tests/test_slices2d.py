@@ -36,16 +36,17 @@ def test_flips_average_the_mirrored_predictions():
     images = np.random.default_rng(0).normal(size=(5, 2, 8, 8)).astype(np.float32)
     model = Asymmetric().eval()
     plain = slices2d.predict_slices(model, images, cell(), torch.device("cpu"), "fp32")
-    tta = slices2d.predict_slices(model, images, cell(tta="flips"), torch.device("cpu"), "fp32")
-    expected = np.zeros_like(plain, dtype=np.float64)
-    with torch.no_grad():
-        for dims in ((), (2,), (3,), (2, 3)):
-            x = torch.from_numpy(images)
-            x = torch.flip(x, dims) if dims else x
-            y = torch.sigmoid(model(x))[:, 0]
-            expected += (torch.flip(y, [d - 1 for d in dims]) if dims else y).numpy()
-    np.testing.assert_allclose(tta, expected / 4, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(plain, tta, atol=1e-3)  # the flips changed something: the kernel is asymmetric
+    for tta, views in (("lr", ((), (3,))), ("lr_ud", ((), (2,), (3,), (2, 3)))):
+        got = slices2d.predict_slices(model, images, cell(tta=tta), torch.device("cpu"), "fp32")
+        expected = np.zeros_like(plain, dtype=np.float64)
+        with torch.no_grad():
+            for dims in views:  # flipped along W (left-right) and H (up-down) of (N, C, H, W)
+                x = torch.from_numpy(images)
+                x = torch.flip(x, dims) if dims else x
+                y = torch.sigmoid(model(x))[:, 0]
+                expected += (torch.flip(y, [d - 1 for d in dims]) if dims else y).numpy()
+        np.testing.assert_allclose(got, expected / len(views), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(plain, got, atol=1e-3)  # the flips changed something: the kernel is asymmetric
 
 
 def test_largest_component_is_kept_per_patient_across_slices():

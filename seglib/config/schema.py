@@ -109,10 +109,11 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     threshold: float = field(default=0.5, metadata=_rng(0, 1, True, True))  # on the sigmoid output
-    # 2D studies' evaluation and `seglib predict`: "flips" averages the probabilities of the slice and its
-    # mirror images (left-right, up-down, both); "largest" keeps the largest 3D connected component of each
-    # patient's predicted volume (26-connected, across slices)
-    tta: Literal["none", "flips"] = "none"
+    # 2D studies' evaluation and `seglib predict`: test-time flips average the probabilities of the slice and
+    # its mirror images, "lr" left-right (the flip of study C's augmentation), "lr_ud" also up-down and both
+    # (study B's); "largest" keeps the largest 3D connected component of each patient's predicted volume
+    # (26-connected, across slices)
+    tta: Literal["none", "lr", "lr_ud"] = "none"
     postprocess: Literal["none", "largest"] = "none"
     # CPU threads a run trains and evaluates with: part of the run's key, since a CPU's floating-point
     # sums (and so the trained bits) depend on how the work is split between threads

@@ -127,10 +127,32 @@ def child_command(job_file: Path, force: bool = False) -> list[str]:
     return [sys.executable, "-m", "seglib.runs.worker", str(job_file), *(["--force"] if force else [])]
 
 
+def child_environment(env: dict | None = None) -> dict[str, str]:
+    """The environment of a training child: this process's, with ``env`` over it, less the allocator settings a
+    Dask nanny set for its own worker process (``distributed.nanny.pre-spawn-environ``; its thread counts stay:
+    the child sets its own from ``train.cpu_threads``). The nanny's ``MALLOC_TRIM_THRESHOLD_=65536``
+    makes glibc hand every freed block back to the kernel: a 2D U-Net epoch on LGG then spent 37 % of its time
+    in the kernel on page faults (12 M minor faults in 77 s) and took 22 s instead of 14 s."""
+    out = {**os.environ, **(env or {})}
+    try:
+        from distributed import get_worker
+
+        get_worker()  # raises ValueError outside a Dask worker
+        import dask
+
+        nanny = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    except (ImportError, ValueError):
+        nanny = {}
+    for key, value in nanny.items():
+        if key.startswith("MALLOC_") and key not in (env or {}) and out.get(key) == str(value):
+            out.pop(key)
+    return out
+
+
 def run_child(job_file: Path, force: bool = False, env: dict | None = None) -> int:
     """Train the run of ``job_file`` in a child process (its output streamed to this one's stderr);
     return its exit code. The child dies with this process."""
-    proc = subprocess.Popen(child_command(job_file, force), env={**os.environ, **(env or {})},
+    proc = subprocess.Popen(child_command(job_file, force), env=child_environment(env),
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     try:
         return proc.wait()

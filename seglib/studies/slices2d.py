@@ -61,7 +61,7 @@ def predict_slices(model, images: np.ndarray, cell: RunConfig, device, precision
     from seglib.train import make_loader, predict_batches
 
     images = np.asarray(images)
-    views = FLIPS if cell.train.tta == "flips" else ((),)
+    views = TTA_VIEWS[cell.train.tta]
     total = None
     for dims in views:  # each view predicted, flipped back and averaged (the mirror of a slice is a slice)
         view = np.flip(images, axis=tuple(d + 2 for d in dims)) if dims else images
@@ -74,8 +74,9 @@ def predict_slices(model, images: np.ndarray, cell: RunConfig, device, precision
     return (total / len(views)).astype(np.float32)
 
 
-#: test-time flips of a slice (axes of ``(H, W)``): itself, up-down, left-right, both
-FLIPS = ((), (0,), (1,), (0, 1))
+#: ``train.tta`` → the views of a slice predicted and averaged (flipped axes of ``(H, W)``): "lr" itself and its
+#: left-right mirror (the flip study C's augmentation trains on), "lr_ud" also up-down and both (study B's)
+TTA_VIEWS = {"none": ((),), "lr": ((), (1,)), "lr_ud": ((), (0,), (1,), (0, 1))}
 
 
 def postprocess_volume(mask: np.ndarray, cell: RunConfig) -> np.ndarray:
