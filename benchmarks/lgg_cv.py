@@ -29,8 +29,15 @@ import numpy as np
 import bench_common as bc
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {"profile": None, "no flips": {"tta": "none"}, "no post-processing": {"postprocess": "none"},
-            "neither": {"tta": "none", "postprocess": "none"}}
+
+
+def variants(train) -> dict[str, dict | None]:
+    """The profile's evaluation and the others it could choose on the same weights: test-time flips toggled
+    (none <-> left-right), post-processing toggled (largest component <-> none), and both."""
+    tta = "lr" if train.tta == "none" else "none"
+    post = "largest" if train.postprocess == "none" else "none"
+    return {f"profile (tta {train.tta}, post {train.postprocess})": None, f"tta {tta}": {"tta": tta},
+            f"post {post}": {"postprocess": post}, f"tta {tta}, post {post}": {"tta": tta, "postprocess": post}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         fold_prep = for_cell(prepared, cell.data)
         precision = results.runs.loc[results.runs["key"] == spec.key, "precision"].iloc[0]
         model.eval()
-        scores: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        options = variants(cell.train)
+        scores: dict[str, list[float]] = {v: [] for v in options}
         with cpu_threads(cell.train.cpu_threads), torch.no_grad():
             for cid in fold_prep.val_ids:
                 case = fold_prep.case(cid)
                 unlabelled = Case(case.id, case.image, None, case.spacing)
-                for name, change in VARIANTS.items():
+                for name, change in options.items():
                     c = cell if change is None else dataclasses.replace(cell, train=dataclasses.replace(cell.train, **change))
                     mask = predict_case(model, unlabelled, c, torch.device("cpu"), precision)
                     dsc = case_metrics(mask, case.mask, spacing=case.spacing)["dice"]
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    for name in VARIANTS:
+    for name in options:
         d = df[df["variant"] == name].groupby("case_id")["dice"].mean().to_numpy(float)  # mean over seeds
         ci = mean_ci(d, rng=0)
         q1, med, q3 = np.nanpercentile(d, [25, 50, 75])
