@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seglib.config import LOSS_CHOICES
 from seglib.studies import brain, prostate
 from seglib.studies.collect import GridResults
 
@@ -126,3 +127,17 @@ def test_b_claims_and_tradeoff_on_a_known_grid(prostate_grid):
     assert s.set_index("config").loc["Tversky α=0.25", "alpha"] == pytest.approx(0.25)
     head = prostate.headline(prostate_grid)
     assert head["best_config"] == "Tversky α=0.75" and head["baseline_mean_dice"] == pytest.approx(0.7055)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_CHOICES))
+def test_every_loss_a_configuration_may_choose_has_a_name_in_every_report(loss):
+    """A grid with a loss outside the study's published ones (the LGG CPU recipe trains Dice + BCE) is reported,
+    not a KeyError in a cell."""
+    from seglib.studies import stroke
+
+    cells = [{"model": "unet", "loss": lo, "optim": "adam", "lr": 0.001} for lo in dict.fromkeys(["dice", loss])]
+    grid = _grid(cells, _brain_dice, ["model.name", "loss.name", "optim.name"])
+    assert len(brain.table_c1(grid)) == len(cells) and len(brain.table_results(grid)) == len(cells)
+    assert stroke.report.LOSS_LABELS[loss] and brain.report.LOSS_LABELS[loss]
+    name = prostate.report.name_of(loss, None)
+    assert isinstance(name, str) and "None" not in name

@@ -28,6 +28,13 @@ LOSS_CHOICES = (
 )
 
 
+#: how the report names each loss (a study's report may name its own published ones otherwise)
+LOSS_LABELS = {"bce": "BCE", "dice": "Dice", "dice_bce": "Dice + BCE", "tversky": "Tversky", "gdl_ce": "GDL + CE",
+               "gdl_ce_as_published": "GDL + CE as published", "log_cosh_dice": "log-cosh Dice",
+               "shape_aware": "shape-aware"}
+assert set(LOSS_LABELS) == set(LOSS_CHOICES)
+
+
 def _rng(lo=None, hi=None, lo_open=False, hi_open=False):
     return {"range": (lo, hi, lo_open, hi_open)}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.config import schema
 from seglib.report.tables import format_number
 
 from seglib.eval.stats import paired_test, test_claim
@@ -14,7 +15,7 @@ from seglib.eval.tables import ci_columns, ci_summary, results_table
 
 METRICS = ["dice", "precision", "recall", "hd95"]
 #: loss.name → how the tables and texts name it
-LOSS_LABELS = {"dice": "Dice", "bce": "BCE", "log_cosh_dice": "log-cosh Dice", "shape_aware": "shape-aware"}
+LOSS_LABELS = {**schema.LOSS_LABELS, "dice": "Dice", "bce": "BCE"}  # every loss a configuration may choose
 MODEL_LABELS = {"unet": "U-Net", "unetpp": "U-Net++"}
 OPTIM_LABELS = {"adam": "Adam", "sgd": "SGD"}
 BASELINE = ("unet", "dice", "adam")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.config import schema
 from seglib.report.tables import format_number
 
 from seglib.eval.stats import paired_test
@@ -32,14 +33,16 @@ def name_of(loss: str, alpha) -> str:
         return "BCE"
     if loss == "dice" or (loss == "tversky" and alpha is not None and abs(float(alpha) - 0.5) < 1e-9):
         return "Dice (α=0.50)"
-    return f"Tversky α={float(alpha):.2f}"
+    if loss == "tversky" and alpha is not None:
+        return f"Tversky α={float(alpha):.2f}"
+    return schema.LOSS_LABELS.get(loss, str(loss))  # a loss outside the study's (no α on the trade-off axis)
 
 
 def _named(frame: pd.DataFrame) -> pd.DataFrame:
     alpha = frame["alpha"] if "alpha" in frame else pd.Series([None] * len(frame), index=frame.index)
     out = frame.copy()
     out["config"] = [name_of(l, a if a == a else None) for l, a in zip(frame["loss"], alpha)]  # a == a: not NaN
-    out["alpha_value"] = [None if l == "bce" else (0.5 if l == "dice" else float(a))
+    out["alpha_value"] = [0.5 if l == "dice" else (float(a) if l == "tversky" and a == a and a is not None else None)
                           for l, a in zip(frame["loss"], alpha)]
     return out
 

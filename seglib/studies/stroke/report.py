@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seglib.config import schema
 from seglib.eval.stats import mean_ci, test_claim
 from seglib.studies.collect import config_order
 from seglib.eval.tables import ci_columns, ci_summary, results_table
 
 A1_METRICS = ("dice", "precision", "recall", "volume_diff", "lesion_f1")
 #: loss.name → how the tables and texts name it
-LOSS_LABELS = {"dice_bce": "DiceBCE", "gdl_ce": "GDL+CE (corrected)", "gdl_ce_as_published": "GDL+CE as published"}
+LOSS_LABELS = {**schema.LOSS_LABELS, "dice_bce": "DiceBCE", "gdl_ce": "GDL+CE (corrected)",
+               "gdl_ce_as_published": "GDL+CE as published"}  # every loss a configuration may choose
 CONV_NAMES = {"3d": "3D", "2+1d": "(2+1)D"}
 ALPHA = 0.05
 
