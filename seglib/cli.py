@@ -164,7 +164,8 @@ def cmd_predict(args) -> int:
     print(json.dumps(summary, indent=1, default=str))
     if summary.get("dice_mean") is not None:
         print(f"seglib predict: per-volume DSC over the {summary['cases_with_mask']} cases with a mask: mean "
-              f"{summary['dice_mean']:.3f}, median {summary['dice_median']:.3f} (per case: {summary['out']}/metrics.csv)")
+              f"{summary['dice_mean']:.3f}, median {summary['dice_median']:.3f} (per case: {summary['out']}/metrics.csv)",
+              file=sys.stderr)  # stdout stays the JSON summary
     return 0
 
 

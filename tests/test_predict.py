@@ -48,7 +48,9 @@ def test_predict_writes_readable_masks_and_metrics(smoke_build, study, tmp_path,
     assert sorted(metrics["case_id"]) == sorted(c.id for c in labelled)
     assert metrics["dice"].dropna().between(0, 1).all()
     # the per-volume DSC is printed, mean and median of the cases with a mask
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    json.loads(printed.out)  # stdout: the summary, as JSON
+    line = printed.err.strip().splitlines()[-1]
     assert line == (f"seglib predict: per-volume DSC over the {len(labelled)} cases with a mask: mean "
                     f"{np.nanmean(metrics['dice']):.3f}, median {np.nanmedian(metrics['dice']):.3f} "
                     f"(per case: {out}/metrics.csv)")
