@@ -108,6 +108,7 @@ def prepare(cfg: StudyConfig, paths: Paths) -> Prepared:
     """Read the cases through the dataset's real reader, check them, and split them by patient."""
     from seglib.data import load_cases, verify_integrity, with_masks
     from seglib.data.cache import case_files, data_fingerprint
+
     d = cfg.data
     root, synthetic = data_root(d, paths)
     cases = load_cases(d.dataset, root, channels=list(d.channels) if d.channels else None,
