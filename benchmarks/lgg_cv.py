@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from seglib.config import load
-    from seglib.data.case import Case
+    import pandas as pd
+
+    from seglib.config import ExecutorConfig, load
     from seglib.eval.metrics import case_metrics
     from seglib.eval.stats import mean_ci
-    from seglib.predict import load_run
+    from seglib.predict import load_run, predict_case
     from seglib.report.notebooks import paths
     from seglib.runs import RunCache
-    from seglib.studies.brain.data import predict_case
     from seglib.studies.collect import grid_specs, run_grid
     from seglib.studies.pipeline import for_cell, prepare
     from seglib.train.device import cpu_threads
@@ -71,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load("brain", args.params, [*args.overrides, f"data.folds={args.folds}"], data_dir=args.data_dir)
     folds = list(range(args.folds))
     grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
-    from seglib.config import ExecutorConfig
-
     executor = ExecutorConfig(name=args.executor, workers=args.workers if args.executor == "dask" else None)
     cfg = dataclasses.replace(cfg, grid=tuple(grid))
     p = paths(REPO)
@@ -94,11 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         scores: dict[str, list[float]] = {v: [] for v in options}
         with cpu_threads(cell.train.cpu_threads), torch.no_grad():
             for cid in fold_prep.val_ids:
-                case = fold_prep.case(cid)
-                unlabelled = Case(case.id, case.image, None, case.spacing)
+                case = fold_prep.case(cid)  # predicted from its image alone, as `seglib predict` does
                 for name, change in options.items():
                     c = cell if change is None else dataclasses.replace(cell, train=dataclasses.replace(cell.train, **change))
-                    mask = predict_case(model, unlabelled, c, torch.device("cpu"), precision)
+                    mask = predict_case(study, c, model, case, torch.device("cpu"), precision)
                     dsc = case_metrics(mask, case.mask, spacing=case.spacing)["dice"]
                     scores[name].append(dsc)
                     rows.append({"variant": name, "fold": cell.data.fold, "seed": cell.seed, "case_id": cid,
@@ -113,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{'native bf16' if bc.cpu_info()['native_bf16'] else 'no native bf16'}, {bc.cpu_info()['cores']} cores")
     print(bc.format_table(fold_rows))
     pooled = []
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     for name in options:
         d = df[df["variant"] == name].groupby("case_id")["dice"].mean().to_numpy(float)  # mean over seeds

@@ -262,15 +262,9 @@ def _interrupt_kernels_first(signum, frame):
     moment to stop the running cell, then raise KeyboardInterrupt here. A kernel shut down in the middle of
     a cell prints a traceback of its own; an interrupted one does not."""
     try:
-        import psutil
+        from seglib.report.notebooks import interrupt_children
 
-        kids = psutil.Process().children(recursive=True)
-        for k in kids:
-            try:
-                k.send_signal(signal.SIGINT)
-            except psutil.Error:
-                pass
-        if kids:
+        if interrupt_children():
             time.sleep(1.0)
     except Exception:  # noqa: BLE001 - interrupting must never fail
         pass

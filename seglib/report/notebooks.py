@@ -218,6 +218,33 @@ def default_jobs(n_notebooks: int) -> int:
     return max(1, min(n_notebooks, 2 * (os.cpu_count() or 1)))
 
 
+def _children() -> list:
+    import psutil
+
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _signal_all(procs: list, how) -> None:
+    import psutil
+
+    for c in procs:
+        with contextlib.suppress(psutil.Error):
+            how(c)
+
+
+def interrupt_children() -> int:
+    """SIGINT to every process this one started (Jupyter kernels and their training processes), as a terminal's
+    Ctrl-C would send it; returns how many there were."""
+    import signal
+
+    kids = _children()
+    _signal_all(kids, lambda c: c.send_signal(signal.SIGINT))
+    return len(kids)
+
+
 def stop_child_processes(running: list, grace: float = 5.0) -> None:
     """After Ctrl-C, make the notebooks in ``running`` (futures) end within about ``grace`` seconds.
 
@@ -229,35 +256,19 @@ def stop_child_processes(running: list, grace: float = 5.0) -> None:
     import time
     from concurrent.futures import wait
 
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return
-
-    def children():
-        try:
-            return psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return []
-
-    def signal_all(procs, how):
-        for c in procs:
-            with contextlib.suppress(psutil.Error):
-                how(c)
+    import psutil
 
     deadline = time.monotonic() + grace
     while running and time.monotonic() < deadline:
         running = list(wait(running, timeout=0.5).not_done)
         if running:
-            import signal
-
-            signal_all(children(), lambda c: c.send_signal(signal.SIGINT))
+            interrupt_children()
     if not running:
         return
-    procs = children()
-    signal_all(procs, lambda c: c.terminate())
+    procs = _children()
+    _signal_all(procs, lambda c: c.terminate())
     _, alive = psutil.wait_procs(procs, timeout=3.0)
-    signal_all(alive, lambda c: c.kill())
+    _signal_all(alive, lambda c: c.kill())
     wait(running, timeout=10.0)
 
 
