@@ -1,26 +1,22 @@
-"""3D vs (2+1)D convolution in study A's U-Net: time per training step and peak memory by input size.
+"""3D vs (2+1)D convolution in study A's U-Net: time per training step and memory by input size.
 
-Measured through the same code as the report's table A2
-(:func:`seglib.studies.stroke.measure.memory_and_time` and its
-``seglib.studies.stroke.step.measure_step``: U-Net with trilinear up-sampling, DiceBCE,
-SGD, batch 2 of random 2-channel volumes, one warm-up step then timed steps, each configuration
-in a fresh process whose resident set is sampled). ``memory_and_time`` always uses
-``channels_last_3d``; the default (contiguous) layout is measured by the same ``measure_step`` with
-``torch.channels_last_3d`` pointed at ``torch.contiguous_format`` while it runs. Each conv mode is then compared
-at its own best layout, at equal precision. Goal: (2+1)D at least 1.5x faster per step than 3D
-and lower peak memory. Where the goal is missed, ``torch.profiler`` splits one step of each mode into
-convolution, batch norm + ReLU, layout copies, sampling / concat, optimiser and the rest, and lists
-the top operators: where the time goes.
+Measured through the code of the report's table A2 (``seglib.studies.stroke.step.measure_step``: U-Net
+with trilinear up-sampling, DiceBCE, SGD, batch 2 of random 2-channel volumes, one warm-up step then
+timed steps, each configuration in a fresh process whose resident set is sampled) for three modes: 3D,
+(2+1)D storing its inner maps for the backward pass, and (2+1)D recomputing them
+(``model.recompute: on``), each in both layouts (``channels_last_3d``, contiguous). Two memories per
+configuration: the peak (sampled resident set, what a user's machine must hold) and the MiB autograd
+keeps for the backward pass (exact, load-independent: the activations the seed's hypothesis is about).
+Each mode is compared with 3D at its own best layout, at equal precision. Goal: (2+1)D at least 1.5x
+faster per step than 3D and lower peak memory. Where the goal is missed, ``torch.profiler`` splits one
+step of each mode into convolution, batch norm + ReLU, layout copies, sampling / concat, optimiser and
+the rest, and lists the top operators: where the time goes.
 
     .venv/bin/python benchmarks/conv2p1d.py [--quick] [--sizes 32 64 128] [--precisions fp32 bf16]
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import bench_common as bc
@@ -30,93 +26,69 @@ GOAL_SPEEDUP = 1.5
 ISSUE_WIDTHS = (16, 32, 64, 128)
 STUDY_WIDTHS = (32, 64, 128, 256, 512)
 
-# ``measure_step`` hard-codes ``torch.channels_last_3d``; for the default layout the name is pointed at
-# ``torch.contiguous_format`` while it runs (in its own process, or restored right after in --quick).
-_SHIM = """
-import json, sys
-import torch
-from seglib.studies.stroke.step import measure_step
-torch.channels_last_3d = torch.contiguous_format
-row = measure_step(**json.loads(sys.argv[1]))
-row["memory_format"] = "contiguous"
-print("RESULT " + json.dumps(row))
-"""
+#: the modes compared: (conv, recompute) with the label of the tables
+MODES = (("3d", "-", "3d"), ("2+1d", "off", "2+1d stored"), ("2+1d", "on", "2+1d recomputed"))
+LAYOUTS = ("channels_last_3d", "contiguous")
 
 
-@contextlib.contextmanager
-def contiguous_layout():
-    """Within the block, ``torch.channels_last_3d`` names the default (contiguous) layout."""
-    orig = torch.channels_last_3d
-    torch.channels_last_3d = torch.contiguous_format
-    try:
-        yield
-    finally:
-        torch.channels_last_3d = orig
+def measure_one(args: dict, fresh: bool) -> dict:
+    """One configuration of ``stroke.step.measure_step`` (table A2's code): in a new interpreter with the
+    allocator settings of A2's measurement (``fresh``), or in this process."""
+    from seglib.studies.stroke.measure import _measure_fresh
+    from seglib.studies.stroke.step import measure_step
 
-
-def measure_contiguous(args: dict, fresh: bool) -> dict:
-    """One configuration of ``stroke.step.measure_step`` (table A2's code) in the contiguous layout."""
-    if not fresh:
-        from seglib.studies.stroke.step import measure_step
-
-        with contiguous_layout():
-            row = measure_step(**args)
-        row["memory_format"] = "contiguous"
-        return row
-    proc = subprocess.run([sys.executable, "-c", _SHIM, json.dumps(args)], capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"contiguous measurement of {args} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return _measure_fresh(args) if fresh else measure_step(**args)
 
 
 def measure(sizes: Sequence[int], features: Sequence[int], precision: str, steps: int, batch: int,
-            fresh: bool, layouts: Sequence[str] = ("channels_last_3d", "contiguous")) -> list[dict]:
-    """Rows of both conv modes × both layouts at every size (one ``memory_and_time`` call per size)."""
-    from seglib.studies.stroke.measure import memory_and_time
-
+            fresh: bool, layouts: Sequence[str] = LAYOUTS, modes=MODES) -> list[dict]:
+    """Rows of every mode (:data:`MODES`) × layout at every size."""
     rows = []
     for size in sizes:
-        if "channels_last_3d" in layouts:
-            df = memory_and_time([size], ("3d", "2+1d"), batch=batch, features=tuple(features), steps=steps,
-                                 device="cpu", precision=precision, in_channels=2, cache_dir=None,
-                                 fresh_process=fresh)
-            rows += df.to_dict("records")
-        if "contiguous" in layouts:
-            for conv in ("3d", "2+1d"):
+        for conv, recompute, label in modes:
+            for layout in layouts:
                 args = {"conv": conv, "size": int(size), "batch": int(batch), "features": [int(f) for f in features],
-                        "steps": int(steps), "in_channels": 2, "device": "cpu", "precision": precision}
-                rows.append(measure_contiguous(args, fresh))
-        for r in rows[-4:]:
-            print(f"  {r['conv']:>4} {size}^3 {r['features']} {r['precision']} {r['memory_format']:<16} "
-                  f"{r['time_per_step_s']:.3f} s/step {r['peak_mem_mb']:.0f} MiB", flush=True)
+                        "steps": int(steps), "in_channels": 2, "device": "cpu", "precision": precision,
+                        "memory_format": layout, **({"recompute": recompute} if conv == "2+1d" else {})}
+                r = {**measure_one(args, fresh), "mode": label}
+                rows.append(r)
+                print(f"  {label:>15} {size}^3 {r['features']} {r['precision']} {layout:<16} "
+                      f"{r['time_per_step_s']:.3f} s/step, peak {r['peak_mem_mb']:.0f} MiB, "
+                      f"saved {r['saved_mb']:.0f} MiB", flush=True)
     return rows
 
 
 def compare(rows: Sequence[dict]) -> list[dict]:
-    """Per (size, widths, precision): each conv mode at its fastest layout; speed-up and memory ratio."""
+    """Per (size, widths, precision) and (2+1)D mode (stored, recomputed): each mode at its fastest layout
+    against 3D at its fastest; speed-up, peak-memory ratio and saved-for-backward ratio."""
     out = []
     keys = list(dict.fromkeys((r["size"], r["features"], r["precision"]) for r in rows))
     for size, feats, prec in keys:
         best = {}
-        for conv in ("3d", "2+1d"):
-            cand = [r for r in rows if (r["size"], r["features"], r["precision"], r["conv"]) == (size, feats, prec, conv)]
+        for _, _, label in MODES:
+            cand = [r for r in rows if (r["size"], r["features"], r["precision"], r["mode"]) == (size, feats, prec, label)]
             if cand:
-                best[conv] = min(cand, key=lambda r: r["time_per_step_s"])
-        if len(best) < 2:
+                best[label] = min(cand, key=lambda r: r["time_per_step_s"])
+        if "3d" not in best:
             continue
-        a, b = best["3d"], best["2+1d"]
-        speedup = bc.ratio(a["time_per_step_s"], b["time_per_step_s"])
-        out.append({"size": size, "widths": feats, "precision": prec,
-                    "3d_s": a["time_per_step_s"], "3d_layout": a["memory_format"], "3d_mb": a["peak_mem_mb"],
-                    "2+1d_s": b["time_per_step_s"], "2+1d_layout": b["memory_format"], "2+1d_mb": b["peak_mem_mb"],
-                    "speedup": speedup, "mem_ratio": bc.ratio(b["peak_mem_mb"], a["peak_mem_mb"]),
-                    "goal_met": bool(speedup >= GOAL_SPEEDUP and b["peak_mem_mb"] < a["peak_mem_mb"])})
+        a = best["3d"]
+        for label, b in best.items():
+            if label == "3d":
+                continue
+            speedup = bc.ratio(a["time_per_step_s"], b["time_per_step_s"])
+            out.append({"size": size, "widths": feats, "precision": prec, "2+1d mode": label.split()[1],
+                        "3d_s": a["time_per_step_s"], "3d_layout": a["memory_format"], "3d_mb": a["peak_mem_mb"],
+                        "3d_saved_mb": a["saved_mb"],
+                        "2+1d_s": b["time_per_step_s"], "2+1d_layout": b["memory_format"], "2+1d_mb": b["peak_mem_mb"],
+                        "2+1d_saved_mb": b["saved_mb"], "speedup": speedup,
+                        "mem_ratio": bc.ratio(b["peak_mem_mb"], a["peak_mem_mb"]),
+                        "saved_ratio": bc.ratio(b["saved_mb"], a["saved_mb"]),
+                        "goal_met": bool(speedup >= GOAL_SPEEDUP and b["peak_mem_mb"] < a["peak_mem_mb"])})
     return out
 
 
 def profile_step(conv: str, size: int, features: Sequence[int], precision: str, layout: str, batch: int,
-                 top: int = 8) -> list[dict]:
+                 top: int = 8, recompute: str = "off") -> list[dict]:
     """Top operators (self CPU time) of one training step after a warm-up step: the step of
     ``stroke.step.measure_step`` (U-Net, trilinear up-sampling, DiceBCE, SGD) in ``layout``."""
     from torch.profiler import ProfilerActivity, profile
@@ -127,8 +99,9 @@ def profile_step(conv: str, size: int, features: Sequence[int], precision: str, 
 
     dev = torch.device("cpu")
     fmt = torch.contiguous_format if layout == "contiguous" else torch.channels_last_3d
+    kwargs = {"recompute": recompute} if conv == "2+1d" else {}
     model = build_model("unet", spatial_dims=3, in_channels=2, out_channels=1, features=tuple(features),
-                        upsample="linear", conv=conv).to(memory_format=fmt).train()
+                        upsample="linear", conv=conv, **kwargs).to(memory_format=fmt).train()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 2, size, size, size, generator=gen).contiguous(memory_format=fmt)
     y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float()
@@ -212,9 +185,10 @@ def main(argv=None) -> int:
                 bench.tables["measurements"] = rows
                 bc.write_json(bench.out, {"benchmark": bench.name, "partial": True, "tables": bench.tables,
                                           "load_average": {"start": bench.load["start"], "now": bc.load_average()}})
-        bench.add_table("measurements", rows, ["conv", "size", "features", "precision", "memory_format",
-                                               "time_per_step_s", "peak_mem_mb", "params", "steps"],
-                        title="every configuration (stroke.measure; peak = sampled RSS peak minus RSS before the model)")
+        bench.add_table("measurements", rows, ["mode", "size", "features", "precision", "memory_format",
+                                               "time_per_step_s", "peak_mem_mb", "saved_mb", "params", "steps"],
+                        title="every configuration (stroke.step.measure_step; peak = sampled RSS peak minus RSS "
+                              "before the model; saved = MiB autograd keeps for the backward pass)")
         comp = compare(rows)
         bench.add_table("comparison", comp, title=f"each mode at its best layout (goal: speedup >= {GOAL_SPEEDUP} "
                                                   f"and 2+1d_mb < 3d_mb)")
@@ -223,23 +197,25 @@ def main(argv=None) -> int:
                        "not reset between configurations)")
         missed = [c for c in comp if not c["goal_met"]] or (comp if args.quick else [])  # quick: exercise it
         if missed and not args.no_profile:
-            # where the time goes, at each size whose goal is missed (issue widths)
-            for c in sorted(missed, key=lambda c: c["size"]):
+            # where the time goes, at each size whose goal is missed (issue widths, up to 64^3)
+            for c in sorted(missed, key=lambda c: (c["size"], c["2+1d mode"])):
                 if c["widths"] != "-".join(map(str, widths)) or c["size"] > 64:
                     continue
                 feats = [int(f) for f in str(c["widths"]).split("-")]
-                prof = []
-                for conv in ("3d", "2+1d"):
-                    prof += profile_step(conv, int(c["size"]), feats, c["precision"], c[f"{conv}_layout"], batch,
-                                         top=None)
-                tag = f"{c['size']}^3 widths {c['widths']} {c['precision']}"
-                bench.add_table(f"breakdown_{c['size']}", breakdown(prof),
+                rc = "on" if c["2+1d mode"] == "recomputed" else "off"
+                prof = profile_step("3d", int(c["size"]), feats, c["precision"], c["3d_layout"], batch, top=None)
+                prof += profile_step("2+1d", int(c["size"]), feats, c["precision"], c["2+1d_layout"], batch,
+                                     top=None, recompute=rc)
+                tag = f"{c['size']}^3 widths {c['widths']} {c['precision']}, (2+1)D {c['2+1d mode']}"
+                key = f"{c['size']}_{c['precision']}_{c['2+1d mode']}"
+                bench.add_table(f"breakdown_{key}", breakdown(prof),
                                 title=f"where the time of one step goes at {tag} (self CPU ms, torch.profiler)")
                 top = [r for conv in ("3d", "2+1d") for r in [x for x in prof if x["conv"] == conv][:8]]
-                bench.add_table(f"profile_{c['size']}", top, title=f"top operators of one step at {tag}")
+                bench.add_table(f"profile_{key}", top, title=f"top operators of one step at {tag}")
         for c in comp:
-            bench.note(f"{c['size']}^3 {c['widths']} {c['precision']}: (2+1)D {c['speedup']:.2f}x the speed of 3D, "
-                       f"memory {c['mem_ratio']:.2f}x -> goal {'met' if c['goal_met'] else 'NOT met'}")
+            bench.note(f"{c['size']}^3 {c['widths']} {c['precision']}: (2+1)D {c['2+1d mode']} {c['speedup']:.2f}x the "
+                       f"speed of 3D, peak memory {c['mem_ratio']:.2f}x, kept for backward {c['saved_ratio']:.2f}x "
+                       f"-> goal {'met' if c['goal_met'] else 'NOT met'}")
     return 0
 
 

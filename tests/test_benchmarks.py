@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -124,24 +125,46 @@ def test_recommend_ignores_modes_with_wrong_loss(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- conv2p1d
-def _row(conv, fmt, t, mb):
-    return {"conv": conv, "size": 64, "features": "16-32", "precision": "fp32", "memory_format": fmt,
-            "time_per_step_s": t, "peak_mem_mb": mb}
+def _row(mode, fmt, t, mb, saved=10.0):
+    return {"mode": mode, "conv": mode.split()[0], "size": 64, "features": "16-32", "precision": "fp32",
+            "memory_format": fmt, "time_per_step_s": t, "peak_mem_mb": mb, "saved_mb": saved}
 
 
 def test_compare_takes_each_mode_at_its_best_layout():
-    rows = [_row("3d", "channels_last_3d", 1.2, 100), _row("3d", "contiguous", 1.0, 90),
-            _row("2+1d", "channels_last_3d", 0.5, 80), _row("2+1d", "contiguous", 0.9, 70)]
-    (c,) = conv2p1d.compare(rows)
-    assert (c["3d_layout"], c["2+1d_layout"]) == ("contiguous", "channels_last_3d")
-    assert c["speedup"] == pytest.approx(2.0) and c["mem_ratio"] == pytest.approx(80 / 90)
-    assert c["goal_met"]
+    rows = [_row("3d", "channels_last_3d", 1.2, 100), _row("3d", "contiguous", 1.0, 90, 20.0),
+            _row("2+1d stored", "channels_last_3d", 0.5, 80, 30.0), _row("2+1d stored", "contiguous", 0.9, 70),
+            _row("2+1d recomputed", "contiguous", 0.8, 60, 15.0)]
+    stored, recomputed = conv2p1d.compare(rows)
+    assert (stored["3d_layout"], stored["2+1d_layout"]) == ("contiguous", "channels_last_3d")
+    assert stored["speedup"] == pytest.approx(2.0) and stored["mem_ratio"] == pytest.approx(80 / 90)
+    assert stored["saved_ratio"] == pytest.approx(1.5) and stored["goal_met"]
+    assert recomputed["2+1d mode"] == "recomputed" and recomputed["speedup"] == pytest.approx(1.25)
+    assert recomputed["saved_ratio"] == pytest.approx(0.75) and not recomputed["goal_met"]  # < 1.5x
 
 
 def test_compare_goal_needs_speed_and_memory():
-    rows = [_row("3d", "contiguous", 1.0, 50), _row("2+1d", "contiguous", 0.5, 60)]
+    rows = [_row("3d", "contiguous", 1.0, 50), _row("2+1d stored", "contiguous", 0.5, 60)]
     (c,) = conv2p1d.compare(rows)
     assert c["speedup"] == pytest.approx(2.0) and not c["goal_met"]  # faster but more memory
+
+
+def test_saved_for_backward_counts_what_each_mode_keeps():
+    """The exact activation accounting of the benchmark: (2+1)D storing its inner maps keeps more than 3D,
+    recomputing them keeps less than storing, and measuring leaves the model's statistics as they were."""
+    from seglib.nn.unet import build_model
+    from seglib.studies.stroke.step import saved_for_backward_mb
+
+    torch.manual_seed(0)
+    x, y = torch.randn(1, 2, 16, 16, 16), (torch.rand(1, 1, 16, 16, 16) > 0.9).float()
+    saved = {}
+    for conv, rc in (("3d", None), ("2+1d", "off"), ("2+1d", "on")):
+        m = build_model("unet", spatial_dims=3, in_channels=2, out_channels=1, features=(4, 8, 16),
+                        upsample="linear", conv=conv, **({"recompute": rc} if rc else {})).train()
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        saved[conv, rc] = saved_for_backward_mb(m, x, y, torch.device("cpu"), "fp32")
+        assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert saved["2+1d", "off"] > 1.3 * saved["3d", None]
+    assert saved["2+1d", "on"] < 0.8 * saved["2+1d", "off"]
 
 
 def test_breakdown_sorts_operators_into_parts_of_the_step():

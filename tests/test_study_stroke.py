@@ -128,6 +128,21 @@ def test_memory_and_time_fresh_process_reports_non_negative_peak():
     assert "fresh process" in df["peak_source"].iloc[0]
 
 
+def test_fresh_measurements_do_not_inherit_each_others_memory():
+    """Each configuration is measured in a process of its own (forked from one measuring interpreter): a
+    small configuration after a large one reports its own, smaller peak; a failing one names itself."""
+    from seglib.studies.stroke.measure import _measure_fresh_many
+
+    big = {"conv": "3d", "size": 32, "batch": 1, "features": [4, 8], "steps": 1, "in_channels": 2,
+           "device": "cpu", "precision": "fp32"}
+    small = {**big, "size": 8}
+    rows = _measure_fresh_many([big, small])
+    assert [r["size"] for r in rows] == [32, 8]
+    assert 0 <= rows[1]["peak_mem_mb"] < rows[0]["peak_mem_mb"]
+    with pytest.raises(RuntimeError, match="'conv': 'bogus'"):
+        _measure_fresh_many([small, {**small, "conv": "bogus"}])
+
+
 # ------------------------------------------------------------------------- tables and claims
 def _fake_grid() -> GridResults:
     """2 conv × 1 size × 3 losses × 2 seeds on 6 cases. Dice: DiceBCE and GDL+CE 0.8 + small case

@@ -3,7 +3,7 @@ samplers (A5).
 
 :func:`memory_and_time` is the function the benchmark script calls as well. Peak memory on CUDA is
 ``torch.cuda.max_memory_allocated`` after a reset; on CPU each configuration runs in a **fresh**
-Python process (``subprocess``, glibc told to return freed blocks at once) whose resident set is
+process (forked from one new interpreter, glibc told to return freed blocks at once) whose resident set is
 sampled every 0.5 ms during the steps; the peak minus the size before the model was built is
 reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by
 every parameter and the torch version, so re-rendering the report does not measure again.
@@ -32,18 +32,68 @@ MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "p
                   "device", "batch", "features", "steps", "peak_source"]
 
 
-def _measure_fresh(args: dict) -> dict:
-    """Run :func:`~seglib.studies.stroke.step.measure_step` in a new interpreter and read its JSON line back."""
-    code = ("import json, sys; import torch; import seglib.nn.unet, seglib.train.device; "
-            "from seglib.studies.stroke.step import measure_step; "
-            "print('RESULT ' + json.dumps(measure_step(**json.loads(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+#: The measuring interpreter: it imports torch and the step once, then forks a child per configuration
+#: (one JSON line of arguments each on stdin) that measures and sends its row back through a pipe. The
+#: parent never runs a torch operation (no thread pool exists to be copied), so every child starts with
+#: nothing of another configuration, without paying the 2-3 s of imports each time. The child's first
+#: step (a 8³ model of the first two widths) pages in the code and starts the thread pool: without it the
+#: peak of a 16³ step was 108 MiB of which about 95 were that first use, the same for every configuration.
+_FORKING_MEASURER = r"""
+import json, os, sys
+import torch
+from seglib.studies.stroke.step import CPU_PEAK_SOURCE, FRESH_PEAK_SOURCE, measure_step
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            args = json.loads(line)
+            # a small step first pages in the code and starts the thread pool, so the peak is the step's own
+            measure_step(**{**args, "size": 8, "batch": 1, "steps": 1, "features": args["features"][:2]})
+            row = measure_step(**args)
+            if row["peak_source"] == CPU_PEAK_SOURCE:
+                row["peak_source"] = FRESH_PEAK_SOURCE
+            out = {"row": row}
+        except BaseException as e:
+            out = {"error": f"{type(e).__name__}: {e}"}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        data = json.dumps({"error": f"the measuring child ended with status {status} and no result"}).encode()
+    print("RESULT " + data.decode(), flush=True)
+"""
+
+
+def _measure_fresh_many(configs: Sequence[dict]) -> list[dict]:
+    """:func:`~seglib.studies.stroke.step.measure_step` of every configuration, each in a process of its
+    own (forked from one new interpreter with glibc's :data:`MALLOC_ENV`), in order."""
+    if not configs:
+        return []
+    stdin = "".join(json.dumps(c) + "\n" for c in configs)
+    proc = subprocess.run([sys.executable, "-c", _FORKING_MEASURER], input=stdin, capture_output=True, text=True,
                           check=False, env={**os.environ, **MALLOC_ENV})
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"memory measurement of {args} failed (exit {proc.returncode}): "
+    results = [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    rows = []
+    for args, res in zip(configs, results):
+        if "error" in res:
+            raise RuntimeError(f"memory measurement of {args} failed: {res['error']}")
+        rows.append(res["row"])
+    if proc.returncode != 0 or len(rows) != len(configs):
+        raise RuntimeError(f"memory measurement of {configs[len(rows)]} failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return rows
+
+
+def _measure_fresh(args: dict) -> dict:
+    """One configuration in a process of its own (:func:`_measure_fresh_many`)."""
+    return _measure_fresh_many([args])[0]
 
 
 def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+1d"), batch: int = 2,
@@ -66,20 +116,18 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     prec = resolve_precision(precision, dev)
     params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
               "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
-              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 3}
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 4}
     path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
     if path is not None and path.is_file():
         log.info("memory/time measurement read from %s", path)
         return pd.read_csv(path)
     fresh = (dev.type == "cpu") if fresh_process is None else bool(fresh_process)
-    rows = []
-    for size in params["sizes"]:
-        for conv in conv_modes:
-            args = {"conv": conv, "size": size, "batch": int(batch), "features": params["features"],
-                    "steps": int(steps), "in_channels": int(in_channels), "device": str(dev), "precision": prec}
-            rows.append(_measure_fresh(args) if fresh else measure_step(**args))
-            log.info("A2 %s %d³: %.0f MiB, %.3f s/step", conv, size, rows[-1]["peak_mem_mb"],
-                     rows[-1]["time_per_step_s"])
+    configs = [{"conv": conv, "size": size, "batch": int(batch), "features": params["features"],
+                "steps": int(steps), "in_channels": int(in_channels), "device": str(dev), "precision": prec}
+               for size in params["sizes"] for conv in conv_modes]
+    rows = _measure_fresh_many(configs) if fresh else [measure_step(**args) for args in configs]
+    for r in rows:
+        log.info("A2 %s %d³: %.0f MiB, %.3f s/step", r["conv"], r["size"], r["peak_mem_mb"], r["time_per_step_s"])
     df = pd.DataFrame(rows, columns=MEMORY_COLUMNS)
     if path is not None:
         atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 #: glibc: serve every allocation above 64 KiB by mmap and give it back on free, so the resident set
 #: follows the live tensors (set in the environment of the fresh measuring process)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-CPU_PEAK_SOURCE = "peak resident set sampled every 0.5 ms in a fresh process, minus its size before the model"
+CPU_PEAK_SOURCE = "peak resident set sampled every 0.5 ms, minus its size before the model"
+FRESH_PEAK_SOURCE = ("peak resident set sampled every 0.5 ms in a fresh process (forked for the configuration, after "
+                     "a warm-up step of a small model), minus its size before the model")
 
 
 def rss_mb() -> float:
@@ -62,10 +64,35 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dice + F.binary_cross_entropy_with_logits(logits, target)
 
 
+def saved_for_backward_mb(model, x: torch.Tensor, y: torch.Tensor, device, precision: str) -> float:
+    """MiB that one training forward pass keeps for the backward pass (every tensor autograd saves, each
+    storage once: activations, the inputs of the convolutions, the weights' low-precision copies). Exact and
+    independent of the allocator and of the machine's load: the activation memory the seed's hypothesis is
+    about. The forward is run and dropped (no backward, no update; BatchNorm statistics restored)."""
+    from seglib.train.device import autocast
+
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(device, precision):
+        loss = dice_bce(model(x).float(), y)
+    del loss
+    model.load_state_dict(state)
+    return sum(seen.values()) / 2**20
+
+
 def measure_step(conv: str, size: int, batch: int, features, steps: int, in_channels: int,
-                 device: str, precision: str) -> dict:
+                 device: str, precision: str, recompute: str = "auto",
+                 memory_format: str = "channels_last_3d") -> dict:
     """``steps`` timed training steps (forward, backward, SGD) after one warm-up step, in
-    ``channels_last_3d``; peak memory since just before the model was built."""
+    ``memory_format`` (``channels_last_3d`` or ``contiguous``); peak memory since just before the model
+    was built, and the MiB kept for the backward pass (:func:`saved_for_backward_mb`, measured after the
+    timed steps). ``recompute``: the (2+1)D pairs' mode (:attr:`seglib.nn.blocks.Conv2Plus1d.recompute`)."""
     from seglib.nn.unet import build_model, count_parameters
     from seglib.train.device import resolve_device, resolve_precision
     from seglib.train.steps import fixed_batch_step
@@ -80,12 +107,14 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
             base_cuda = torch.cuda.memory_allocated(dev) / 2**20
+        fmt = {"channels_last_3d": torch.channels_last_3d, "contiguous": torch.contiguous_format}[memory_format]
+        kwargs = {"recompute": recompute} if conv == "2+1d" else {}
         model = build_model("unet", spatial_dims=3, in_channels=in_channels, out_channels=1,
                             features=tuple(features), upsample="linear",
-                            conv=conv).to(dev).to(memory_format=torch.channels_last_3d)
+                            conv=conv, **kwargs).to(dev).to(memory_format=fmt)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(batch, in_channels, size, size, size, generator=gen).to(dev)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=fmt)
         y = (torch.rand(batch, 1, size, size, size, generator=gen) > 0.9).float().to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         model.train()
@@ -103,7 +132,9 @@ def measure_step(conv: str, size: int, batch: int, features, steps: int, in_chan
         peak, source = torch.cuda.max_memory_allocated(dev) / 2**20 - base_cuda, "cuda max_memory_allocated"
     else:
         peak, source = sampler.peak - base_rss, CPU_PEAK_SOURCE
+    saved = saved_for_backward_mb(model, x, y, dev, prec)
     return {"conv": conv, "size": int(size), "peak_mem_mb": float(peak),
             "time_per_step_s": seconds, "params": int(count_parameters(model)),
-            "precision": prec, "memory_format": "channels_last_3d", "device": str(dev), "batch": int(batch),
-            "features": "-".join(map(str, features)), "steps": int(steps), "peak_source": source}
+            "precision": prec, "memory_format": memory_format, "device": str(dev), "batch": int(batch),
+            "features": "-".join(map(str, features)), "steps": int(steps), "peak_source": source,
+            "saved_mb": float(saved), "recompute": recompute if conv == "2+1d" else "-"}
