@@ -60,6 +60,42 @@ def parse_output(text: str) -> dict:
     return out
 
 
+def notebook_breakdown(build: Path, top: int = 4) -> list[dict]:
+    """Where each executed notebook's time went: papermill's duration of every cell
+    (``metadata.papermill.duration``), the ``top`` longest by their first source line, and the sum of the
+    training wall time of the study's runs (``provenance.json``: started → ended) split into epochs' training,
+    per-epoch validation (``history.csv``) and the rest (final evaluation, checkpoints, predictions)."""
+    import csv
+    import json
+    from datetime import datetime
+
+    rows = []
+    for nb_path in sorted((build / "executed").glob("*.ipynb")):
+        study = nb_path.stem
+        cells = [c for c in json.loads(nb_path.read_text())["cells"] if c.get("cell_type") == "code"]
+        timed = [(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0),
+                  ("".join(c.get("source", "")).strip().splitlines() or [""])[0][:48]) for c in cells]
+        total = sum(t for t, _ in timed)
+        runs = train = val = 0.0
+        n = 0
+        for prov in (build / "runs" / study).glob("*/provenance.json"):
+            try:
+                pr = json.loads(prov.read_text())
+                hist = list(csv.DictReader((prov.parent / "history.csv").open()))
+                wall = (datetime.fromisoformat(pr["ended"]) - datetime.fromisoformat(pr["started"])).total_seconds()
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            n += 1
+            runs += wall
+            train += sum(float(h["train_time_s"]) for h in hist)
+            val += sum(float(h["epoch_time_s"]) - float(h["train_time_s"]) for h in hist)
+        longest = sorted(timed, reverse=True)[:top]
+        rows.append({"notebook": study, "cells_s": total, "runs": n, "runs_wall_s": runs, "epochs_train_s": train,
+                     "epochs_val_s": val, "runs_rest_s": runs - train - val,
+                     "longest cells": "; ".join(f"{src or '(empty)'} {t:.1f} s" for t, src in longest)})
+    return rows
+
+
 def run_report(profile: str, base: Path, root: Path, renderer: str, pdf: bool, timeout: float | None,
                log: Path) -> dict:
     cmd = [sys.executable, "-m", "seglib.cli", "report", "--profile", profile, "--quiet", "--renderer", renderer]
@@ -107,6 +143,9 @@ def main(argv=None) -> int:
                          "up_to_date": ", ".join(r["up_to_date"]) or "-"})
             print(f"  {label}: {r['wall_s']:.1f} s", flush=True)
         bench.add_table("end_to_end", rows, title=f"seglib report --profile {profile}")
+        bench.add_table("notebooks", notebook_breakdown(base / "build"),
+                        title="where each notebook's time went (cold run; papermill's cell durations, the runs' "
+                              "wall time from their provenance, epochs' training and validation from their history)")
         cached = rows[1]["wall_s"]
         bench.note(f"cached re-render {cached:.1f} s: goal <= {GOAL_CACHED_S:.0f} s "
                    f"{'met' if cached <= GOAL_CACHED_S else 'NOT met'}")

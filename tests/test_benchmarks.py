@@ -242,3 +242,24 @@ def test_gpu_check_grids_schedule_and_no_cuda_exit():
         proc = subprocess.run([sys.executable, str(gpu.bc.REPO / "benchmarks" / "gpu.py")], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "no CUDA device" in proc.stdout
+
+
+def test_notebook_breakdown_sums_cells_and_runs(tmp_path):
+    """end_to_end's per-notebook table: papermill's cell durations and the runs' wall time split into
+    epochs' training, validation and the rest, from files laid out as a build folder holds them."""
+    import json
+
+    (tmp_path / "executed").mkdir()
+    cells = [{"cell_type": "code", "source": ["grid = session.run()\n"], "metadata": {"papermill": {"duration": 7.5}}},
+             {"cell_type": "code", "source": "x = 1", "metadata": {"papermill": {"duration": 0.5}}},
+             {"cell_type": "markdown", "source": "text", "metadata": {}}]
+    (tmp_path / "executed" / "brain.ipynb").write_text(json.dumps({"cells": cells}))
+    run = tmp_path / "runs" / "brain" / "k1"
+    run.mkdir(parents=True)
+    (run / "provenance.json").write_text(json.dumps({"started": "2026-01-01T00:00:00+00:00",
+                                                     "ended": "2026-01-01T00:00:06+00:00"}))
+    (run / "history.csv").write_text("epoch,train_time_s,epoch_time_s\n1,2.0,2.5\n2,2.0,2.5\n")
+    (row,) = end_to_end.notebook_breakdown(tmp_path)
+    assert row["notebook"] == "brain" and row["cells_s"] == pytest.approx(8.0) and row["runs"] == 1
+    assert (row["runs_wall_s"], row["epochs_train_s"], row["epochs_val_s"]) == (6.0, 4.0, 1.0)
+    assert row["runs_rest_s"] == pytest.approx(1.0) and row["longest cells"].startswith("grid = session.run() 7.5 s")
