@@ -159,7 +159,7 @@ def cmd_status(args) -> int:
 def cmd_predict(args) -> int:
     from seglib.predict import predict_folder
 
-    summary = predict_folder(Path(args.run), Path(args.data_dir), Path(args.out) if args.out else None,
+    summary = predict_folder([Path(r) for r in args.run], Path(args.data_dir), Path(args.out) if args.out else None,
                              device=args.device)
     print(json.dumps(summary, indent=1, default=str))
     if summary.get("dice_mean") is not None:
@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("predict", help="apply a trained run to a dataset folder")
-    p.add_argument("--run", required=True, help="a run folder (build/runs/<study>/<key>)")
+    p.add_argument("--run", required=True, action="append",
+                   help="a run folder (build/runs/<study>/<key>); repeat it to average several runs of one "
+                        "configuration (their seeds or folds): an ensemble")
     p.add_argument("--data-dir", required=True, help="dataset folder of the same kind as the run's")
     p.add_argument("--out", default=None,
                    help="output folder for masks, metrics.csv and summary.json, outside the data and every run "
@@ -233,7 +235,8 @@ def _what(args) -> str:
     if getattr(args, "study", None):
         words.append(args.study)
     if args.command == "predict":
-        words += ["--run", str(args.run)]
+        for r in args.run if isinstance(args.run, list) else [args.run]:
+            words += ["--run", str(r)]
     return " ".join(words)
 
 

@@ -25,6 +25,7 @@ import ast
 import fnmatch
 import functools
 import hashlib
+import threading
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -63,8 +64,19 @@ def in_train_scope(rel: str) -> bool:
     return not any(fnmatch.fnmatchcase(rel, pat) for pat in REPORT_ONLY)
 
 
+#: CPython 3.11 keeps the AST converter's recursion depth per interpreter, not per thread: two threads parsing
+#: at once raise ``SystemError: AST constructor recursion depth mismatch`` (gh-106905), seen when two studies
+#: fingerprinted the library side by side. One parse at a time.
+_AST_LOCK = threading.Lock()
+
+
 def normalised_code(source: str, filename: str = "<code>") -> str:
     """The parsed code of ``source`` without docstrings, as a string (``ast.dump``)."""
+    with _AST_LOCK:
+        return _normalised_code(source, filename)
+
+
+def _normalised_code(source: str, filename: str) -> str:
     tree = ast.parse(source, filename)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -74,6 +74,47 @@ def load_run(run_dir: Path) -> tuple[str, RunConfig, torch.nn.Module, int]:
     return meta["study"], cell, model, int(state.get("epoch") or 0)
 
 
+#: configuration keys in which the runs of an ensemble may differ: their seed and their cross-validation fold
+ENSEMBLE_MAY_DIFFER = ("seed", "data.fold")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_runs(run_dirs) -> tuple[str, RunConfig, torch.nn.Module, list[int]]:
+    """(study, typed cell of the first run, model, best epoch of each run) of one finished run, or of several
+    averaged (:class:`seglib.nn.ensemble.Ensemble`): runs of one configuration that differ only in
+    :data:`ENSEMBLE_MAY_DIFFER` (seeds, folds). Runs that differ in anything else are a one-line ValueError
+    naming the keys, before any model is loaded."""
+    from seglib.nn.ensemble import Ensemble
+
+    run_dirs = [Path(r) for r in run_dirs]
+    metas = [check_run(r) for r in run_dirs]
+    if len({r.resolve() for r in run_dirs}) != len(run_dirs):
+        raise ValueError(f"a --run is given twice ({', '.join(map(str, run_dirs))}): each run of an ensemble once")
+    base = _flat({"study": metas[0]["study"], **metas[0]["config"]})
+    for r, meta in zip(run_dirs[1:], metas[1:]):
+        other = _flat({"study": meta["study"], **meta["config"]})
+        differ = sorted(k for k in set(base) | set(other)
+                        if base.get(k) != other.get(k) and k not in ENSEMBLE_MAY_DIFFER)
+        if differ:
+            raise ValueError(f"--run {r} cannot be averaged with --run {run_dirs[0]}: their configurations differ in "
+                             f"{', '.join(differ)} (the runs of an ensemble may differ only in "
+                             f"{' and '.join(ENSEMBLE_MAY_DIFFER)})")
+    loaded = [load_run(r) for r in run_dirs]
+    study, cell, model, _ = loaded[0]
+    if len(loaded) > 1:
+        model = Ensemble([m for _, _, m, _ in loaded]).eval()
+    return study, cell, model, [e for *_, e in loaded]
+
+
 def default_out(run_dir: Path, study: str, data_dir: Path, build: Path | None = None) -> Path:
     """``build/predictions/<study>/<run key>/<dataset folder name>-<hash of its resolved path>``: a folder of
     its own for every (run, dataset folder), never inside the data or the run."""
@@ -85,7 +126,9 @@ def default_out(run_dir: Path, study: str, data_dir: Path, build: Path | None = 
         build = paths().build
     resolved = Path(data_dir).resolve()
     tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
-    return Path(build) / "predictions" / study / Path(run_dir).resolve().name / f"{resolved.name or 'root'}-{tag}"
+    runs = [Path(r).resolve().name for r in (run_dir if isinstance(run_dir, (list, tuple)) else [run_dir])]
+    name = runs[0] if len(runs) == 1 else "ensemble-" + hashlib.sha256(" ".join(sorted(runs)).encode()).hexdigest()[:16]
+    return Path(build) / "predictions" / study / name / f"{resolved.name or 'root'}-{tag}"
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -158,11 +201,12 @@ def write_mask(dataset: str, case, mask: np.ndarray, out: Path) -> list[Path]:
 
 
 
-def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, device: str = "auto") -> dict:
-    """Predict every case of ``data_dir`` with the run in ``run_dir``; write masks, metrics and a summary.
+def predict_folder(run_dir, data_dir: Path, out: Path | None = None, device: str = "auto") -> dict:
+    """Predict every case of ``data_dir`` with the run in ``run_dir`` (a folder, or a list of folders whose
+    models are averaged: :func:`load_runs`); write masks, metrics and a summary.
 
-    ``out`` defaults to :func:`default_out`. Everything is checked before anything is written: the run is
-    finished and its checkpoint readable, ``data_dir`` exists, ``out`` is a folder outside the data and
+    ``out`` defaults to :func:`default_out`. Everything is checked before anything is written: the runs are
+    finished and their checkpoints readable, ``data_dir`` exists, ``out`` is a folder outside the data and
     outside every run folder, the device exists."""
     from seglib.config import check_device
     from seglib.data import load_cases
@@ -171,8 +215,11 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
     from seglib.eval.metrics import case_metrics
     from seglib.train.device import resolve_device, resolve_precision
 
-    run_dir = Path(run_dir)
-    meta = check_run(run_dir)
+    run_dirs = [Path(r) for r in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    if not run_dirs:
+        raise ValueError("no --run given: a run folder build/runs/<study>/<key>, or several to average")
+    metas = [check_run(r) for r in run_dirs]
+    meta = metas[0]
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"--data-dir {data_dir} does not exist" if not data_dir.exists()
@@ -181,14 +228,15 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
         p = paths()
     except FileNotFoundError:
         p = None
-    out = Path(out) if out is not None else default_out(run_dir, meta["study"], data_dir,
+    out = Path(out) if out is not None else default_out(run_dirs, meta["study"], data_dir,
                                                          p.build if p else Path.cwd() / "build")
-    check_out(out, data_dir, run_dir, p.runs if p else None)
+    for r in run_dirs:
+        check_out(out, data_dir, r, p.runs if p else None)
     try:
         check_device(device, "--device")
     except ConfigError as e:
         raise ValueError(str(e)) from None
-    study, cell, model, epoch = load_run(run_dir)
+    study, cell, model, epochs = load_runs(run_dirs)
     dataset = cell.data.dataset
     dev = resolve_device(device)
     precision = resolve_precision(cell.train.precision, dev)
@@ -205,7 +253,8 @@ def predict_folder(run_dir: Path, data_dir: Path, out: Path | None = None, devic
         if case.mask is not None:
             rows.append({"case_id": case.id, **case_metrics(mask, case.mask, spacing=case.spacing)})
         log.info("predicted %s", case.id)
-    summary = {"run": str(run_dir), "out": str(out), "study": study, "dataset": dataset, "best_epoch": epoch,
+    summary = {"run": str(run_dirs[0]) if len(run_dirs) == 1 else [str(r) for r in run_dirs], "out": str(out),
+               "study": study, "dataset": dataset, "best_epoch": epochs[0] if len(epochs) == 1 else epochs,
                "cases": len(cases), "files_written": written, "cases_with_mask": len(rows)}
     if rows:
         df = pd.DataFrame(rows)

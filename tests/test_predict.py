@@ -99,3 +99,65 @@ def test_predict_names_a_run_config_that_does_not_validate(tmp_path, capsys):
     assert main(["predict", "--run", str(run), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key 'data.szie'" in err and "config.json" in err
+
+
+def runs_by_config(p, study) -> dict:
+    """Finished runs of the smoke build grouped by their configuration without the seed."""
+    groups: dict = {}
+    for d in sorted((p.runs / study).iterdir()):
+        if (d / "DONE").is_file():
+            cfg = json.loads((d / "config.json").read_text())["config"]
+            groups.setdefault(json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True), []).append(d)
+    return groups
+
+
+def test_ensemble_is_the_mean_probability_of_its_members():
+    import torch
+
+    from seglib.nn.ensemble import Ensemble
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        p = torch.sigmoid(Ensemble([a, b])(x))
+        assert torch.allclose(p, (torch.sigmoid(a(x)) + torch.sigmoid(b(x))) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one model"):
+        Ensemble([])
+
+
+def test_predict_averages_the_seeds_of_one_configuration(smoke_build, tmp_path, capsys):
+    """``--run`` twice: the two seeds' models are averaged (each case's prediction is the threshold of the mean
+    probability, between the two members' own); runs of another configuration are refused, naming the keys."""
+    import torch
+
+    from seglib.predict import load_runs, predict_case
+
+    p, errors = smoke_build
+    assert errors["prostate"] is None
+    groups = [g for g in runs_by_config(p, "prostate").values() if len(g) >= 2]
+    assert groups, "the prostate smoke grid has two seeds per configuration"
+    pair = groups[0][:2]
+    data = phantom_folder(p, "prostate")
+    out = tmp_path / "ens"
+    argv = ["predict", "--run", str(pair[0]), "--run", str(pair[1]), "--data-dir", str(data), "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"] == [str(r) for r in pair] and len(summary["best_epoch"]) == 2
+    assert "per-volume DSC" in capsys.readouterr().err
+    # the ensemble's prediction of a case lies between what its members predict alone: AND <= mean <= OR
+    study, cell, model, _ = load_runs(pair)
+    case = load_cases("prostatex", data)[0]
+    with torch.no_grad():
+        ens = predict_case(study, cell, model, case, torch.device("cpu"), "fp32")
+        alone = [predict_case(*load_runs([r])[:3], case, torch.device("cpu"), "fp32") for r in pair]
+    assert ((alone[0] & alone[1]) <= ens).all() and (ens <= (alone[0] | alone[1])).all()
+    # another configuration cannot join
+    other = next(g[0] for g in runs_by_config(p, "prostate").values() if g[0] not in pair)
+    assert main(["predict", "--run", str(pair[0]), "--run", str(other), "--data-dir", str(data),
+                 "--out", str(tmp_path / "no")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot be averaged" in err and "loss." in err and not (tmp_path / "no").exists()
+    assert main(["predict", "--run", str(pair[0]), "--run", str(pair[0]), "--data-dir", str(data),
+                 "--out", str(tmp_path / "twice")]) == 1
+    assert "given twice" in capsys.readouterr().err

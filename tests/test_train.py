@@ -400,3 +400,24 @@ def test_a_scheduled_run_resumes_at_the_rates_of_an_uninterrupted_one(data, tmp_
 def test_schedule_settings_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         settings(**kw)
+
+
+def test_determinism_sets_torchs_flags_without_loading_inductor():
+    """``determinism`` turns deterministic kernels on (warn-only) and restores the flags, without the
+    2-4 s import of ``torch._inductor`` that ``torch.use_deterministic_algorithms`` makes; where inductor
+    is loaded its flag follows. In a fresh interpreter, so nothing else has imported inductor before."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from seglib.train.state import determinism, set_deterministic\n"
+            "with determinism(True, torch.device('cpu')):\n"
+            "    inside = (torch.are_deterministic_algorithms_enabled(),\n"
+            "              torch.is_deterministic_algorithms_warn_only_enabled())\n"
+            "after = torch.are_deterministic_algorithms_enabled()\n"
+            "loaded = 'torch._inductor' in sys.modules\n"
+            "import torch._inductor.config as ic\n"
+            "set_deterministic(True)\n"
+            "print(inside, after, loaded, ic.deterministic, torch.are_deterministic_algorithms_enabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["(True,", "True)", "False", "False", "True", "True"], out

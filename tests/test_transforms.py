@@ -124,3 +124,41 @@ def test_slice_dataset_errors():
         SliceDataset(images, masks, weights=[0.5, 0.5])
     with pytest.raises(IndexError):
         SliceDataset(images, masks)[6]
+
+
+@pytest.mark.parametrize("study", ["prostate", "brain"])
+def test_reseeding_in_place_gives_the_draws_of_monais_seeding(study):
+    """After the first call, ``Augmentation.set_random_state`` reseeds MONAI's generators in place instead
+    of letting MONAI build new ones; every item must come out as MONAI's own seeding makes it."""
+    from monai.transforms import Compose
+
+    rng = np.random.default_rng(0)
+    item = {"image": rng.random((3, 24, 24), dtype=np.float32),
+            "mask": (rng.random((1, 24, 24)) > 0.7).astype(np.float32)}
+    fast, plain = build_augmentation(study, seed=1), build_augmentation(study, seed=1)
+    for seed in [7, 2**32 - 1, 0, 123456789, 7, *rng.integers(0, 2**32, 20).tolist()]:
+        fast.set_random_state(seed)
+        Compose.set_random_state(plain.compose, seed=int(seed) % 2**32)  # MONAI's seeding, every time
+        a, b = fast(item), plain(item)
+        assert all(torch.equal(a[k], b[k]) for k in ("image", "mask")), seed
+    assert fast._in_place  # the in-place path was the one taken
+
+
+def test_an_unknown_random_transform_keeps_monais_seeding():
+    from monai.transforms import RandFlipd, RandomizableTransform
+
+    from seglib.data.transforms import Augmentation
+
+    class Odd(RandomizableTransform):
+        def set_random_state(self, seed=None, state=None):
+            super().set_random_state(seed, state)
+            self.extra = seed
+            return self
+
+        def __call__(self, d):
+            return d
+
+    aug = Augmentation("none", [RandFlipd(keys=["image"], prob=0.5), Odd()])
+    aug.set_random_state(5)
+    aug.set_random_state(6)
+    assert not aug._in_place and aug.transforms[1].extra is not None

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.transforms import AffineGrid, Compose, MapTransform, RandFlipd, RandomizableTransform, RandRotated, Resample
+from monai.transforms import (AffineGrid, Compose, MapTransform, RandFlipd, Randomizable, RandomizableTransform,
+                              RandRotated, Resample)
 from torch.utils.data import Dataset
 
 from seglib.data.sampling import sample_slices
@@ -128,9 +129,21 @@ class Augmentation:
 
     def __post_init__(self):
         self.compose = Compose(self.transforms)
+        self._in_place = False  # set once MONAI has given every random transform a generator of its own
 
     def set_random_state(self, seed: int) -> Augmentation:
-        self.compose.set_random_state(seed=int(seed) % (2**32))
+        """``Compose.set_random_state(seed=seed)``, MONAI's seeding of the composition and of each random
+        transform in it. MONAI builds a new ``np.random.RandomState`` for each (about 150 µs: a new bit
+        generator draws OS entropy before the seed overwrites it), five per 2D item for study B; after the
+        first call the generators MONAI built are reseeded in place (``RandomState.seed``, about 2 µs), which
+        puts them in the very state a new ``RandomState(seed)`` starts in. Only transforms whose seeding is
+        known (:data:`_NESTED`) take that path; any other keeps MONAI's call."""
+        seed = int(seed) % (2**32)
+        if self._in_place:
+            _reseed(self.compose, seed)
+        else:
+            self.compose.set_random_state(seed=seed)
+            self._in_place = _reseedable(self.compose)
         return self
 
     def __call__(self, item: dict) -> dict:
@@ -145,6 +158,39 @@ class Augmentation:
             value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
             out[key] = value.to(torch.float32).contiguous()
         return out
+
+
+#: MONAI transforms whose ``set_random_state(seed)`` seeds their own generator and then, with the same seed,
+#: the random transforms held in these attributes (``Compose`` seeds its members from its generator instead)
+_NESTED: dict[type, tuple[str, ...]] = {Randomizable: (), RandFlipd: (), RandRotated: ("rand_rotate",)}
+_MAX_SEED = 2**32
+
+
+def _seeding_class(t) -> type | None:
+    """The class of :data:`_NESTED` whose ``set_random_state`` ``t`` uses, or None (unknown seeding)."""
+    fn = type(t).set_random_state
+    return next((c for c in _NESTED if c.__dict__.get("set_random_state") is fn), None)
+
+
+def _reseedable(t) -> bool:
+    """Every random transform under ``t`` has a generator of its own and a seeding :func:`_reseed` knows."""
+    if isinstance(t, Compose):
+        return "R" in vars(t) and all(_reseedable(c) for c in t.transforms if isinstance(c, Randomizable))
+    cls = _seeding_class(t)
+    return (cls is not None and isinstance(vars(t).get("R"), np.random.RandomState)
+            and all(_reseedable(getattr(t, a)) for a in _NESTED[cls]))
+
+
+def _reseed(t, seed: int) -> None:
+    """MONAI's ``t.set_random_state(seed=seed)`` on generators :func:`_reseedable` found, reseeded in place."""
+    t.R.seed(int(np.int64(seed) % _MAX_SEED))
+    if isinstance(t, Compose):
+        for c in t.transforms:
+            if isinstance(c, Randomizable):
+                _reseed(c, int(t.R.randint(_MAX_SEED, dtype="uint32")))
+        return
+    for attr in _NESTED[_seeding_class(t)]:
+        _reseed(getattr(t, attr), seed)
 
 
 def build_augmentation(study: str, seed: int | None = None, **params) -> Augmentation:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,20 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+def set_deterministic(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=warn_only)`` without importing ``torch._inductor``:
+    the public function imports it (2-4 s the first time in a process, in every notebook kernel and training
+    child) to set a flag that only compiled code reads. That flag is set too when inductor is loaded."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # another torch: the public function
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = mode
+    setter(mode, warn_only=warn_only)
+
+
 @contextlib.contextmanager
 def determinism(enabled: bool, device: torch.device) -> Iterator[list[str]]:
     """Deterministic kernels for the duration of ``fit``; the previous global flags are restored afterwards.
@@ -70,7 +85,7 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[list[str]]:
     if enabled:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        set_deterministic(True, warn_only=True)
         cudnn.benchmark, cudnn.deterministic = False, True
     ops: list[str] = []
     try:
@@ -78,7 +93,7 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[list[str]]:
             warnings.simplefilter("default")
             yield ops
     finally:
-        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        set_deterministic(prev[0], warn_only=prev[1])
         cudnn.benchmark, cudnn.deterministic = prev[2], prev[3]
         for w in caught:
             text = str(w.message)
