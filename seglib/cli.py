@@ -104,10 +104,35 @@ def _execute(configs, p, args) -> dict:
         status = (f"failed after {seconds:.0f} s" if isinstance(result, Exception)
                   else f"executed in {seconds:.0f} s -> {result}")
         print(f"{study}: {status}", flush=True)
+        if not isinstance(result, Exception):
+            for line in predict_hints(study, p):
+                print(line, flush=True)
 
     results = run_notebooks(configs, p, jobs=jobs, log_output=not args.quiet, progress_bar=not args.quiet,
                             on_done=done)
     return {s: r for s, r in results.items() if isinstance(r, Exception)}
+
+
+def predict_hints(study: str, p, most: int = 2) -> list[str]:
+    """For a grid of at most ``most`` configurations, the ``seglib predict`` line that applies each one's
+    trained runs (all its seeds, averaged) to another folder; nothing for larger grids or without results."""
+    import re
+
+    try:
+        runs = json.loads((p.executed / study / "results.json").read_text())["provenance"]["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        groups.setdefault(re.sub(r" \(seed \d+\)$", "", str(r.get("label", ""))), []).append(str(r["run"]))
+    if not groups or len(groups) > most:
+        return []
+    lines = []
+    for label, keys in groups.items():
+        flags = " ".join(f"--run {p.runs / study / k}" for k in keys)
+        what = f"the {len(keys)} seeds of {label} averaged" if len(keys) > 1 else label
+        lines.append(f"{study}: to predict another folder with {what}: seglib predict {flags} --data-dir DIR")
+    return lines
 
 
 def cmd_report(args) -> int:

@@ -161,3 +161,22 @@ def test_predict_averages_the_seeds_of_one_configuration(smoke_build, tmp_path, 
     assert main(["predict", "--run", str(pair[0]), "--run", str(pair[0]), "--data-dir", str(data),
                  "--out", str(tmp_path / "twice")]) == 1
     assert "given twice" in capsys.readouterr().err
+
+
+def test_seglib_run_prints_the_predict_line_of_a_small_grid(tmp_path):
+    """After a notebook of one or two configurations, ``seglib run`` prints the ``seglib predict`` line
+    that averages each configuration's seeds; a larger grid gets none (it would be a page of lines)."""
+    from types import SimpleNamespace
+
+    from seglib.cli import predict_hints
+
+    p = SimpleNamespace(executed=tmp_path / "executed", runs=tmp_path / "runs")
+    (p.executed / "brain").mkdir(parents=True)
+    runs = [{"run": "k0", "label": "loss=dice_bce (seed 0)"}, {"run": "k1", "label": "loss=dice_bce (seed 1)"}]
+    (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": runs}}))
+    (line,) = predict_hints("brain", p)
+    assert line == (f"brain: to predict another folder with the 2 seeds of loss=dice_bce averaged: seglib predict "
+                    f"--run {p.runs / 'brain' / 'k0'} --run {p.runs / 'brain' / 'k1'} --data-dir DIR")
+    many = [{"run": f"k{i}", "label": f"loss=l{i} (seed 0)"} for i in range(3)]
+    (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": many}}))
+    assert predict_hints("brain", p) == [] and predict_hints("stroke", p) == []
