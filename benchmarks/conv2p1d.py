@@ -58,6 +58,19 @@ def measure(sizes: Sequence[int], features: Sequence[int], precision: str, steps
     return rows
 
 
+def layouts_for(spec: Sequence[str] | None, precision: str) -> tuple[str, ...]:
+    """The layouts to measure at ``precision`` from ``--layouts`` (names, or ``PREC=LAYOUT`` pairs)."""
+    if not spec:
+        return LAYOUTS
+    plain = [x for x in spec if "=" not in x]
+    paired = [x.split("=", 1)[1] for x in spec if "=" in x and x.split("=", 1)[0] == precision]
+    chosen = tuple(dict.fromkeys(plain + paired)) or LAYOUTS
+    bad = [x for x in chosen if x not in LAYOUTS]
+    if bad:
+        raise SystemExit(f"conv2p1d: --layouts {' '.join(bad)}: expected {' or '.join(LAYOUTS)} (or PREC=LAYOUT)")
+    return chosen
+
+
 def compare(rows: Sequence[dict]) -> list[dict]:
     """Per (size, widths, precision) and (2+1)D mode (stored, recomputed): each mode at its fastest layout
     against 3D at its fastest; speed-up, peak-memory ratio and saved-for-backward ratio."""
@@ -155,6 +168,9 @@ def main(argv=None) -> int:
                    help="sizes for the study's widths 32-512 (default 32)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 2; 1 from 128^3 up)")
+    p.add_argument("--layouts", nargs="+", default=None,
+                   help="memory layouts measured (default both); per precision as PREC=LAYOUT, e.g. "
+                        "bf16=channels_last_3d fp32=contiguous, to measure only each precision's best")
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args(argv)
 
@@ -181,7 +197,7 @@ def main(argv=None) -> int:
         for ss, ws, prec in plan:
             for s in ss:
                 steps = args.steps or (1 if s >= 128 else 2)
-                rows += measure([s], ws, prec, steps, batch, fresh)
+                rows += measure([s], ws, prec, steps, batch, fresh, layouts=layouts_for(args.layouts, prec))
                 bench.tables["measurements"] = rows
                 bc.write_json(bench.out, {"benchmark": bench.name, "partial": True, "tables": bench.tables,
                                           "load_average": {"start": bench.load["start"], "now": bc.load_average()}})

@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from seglib.eval.stats import mean_ci
     from seglib.predict import load_run, predict_case
     from seglib.report.notebooks import paths
-    from seglib.runs import RunCache
-    from seglib.studies.collect import grid_specs, run_grid
+    from seglib.studies.collect import run_grid
     from seglib.studies.pipeline import for_cell, prepare
     from seglib.train.device import cpu_threads
 
@@ -78,15 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = run_grid(cfg, prepared, p, progress=False, executor=executor)
     train_s = time.perf_counter() - t0
-    specs, _ = grid_specs(cfg, prepared)
-    cache = RunCache(p.runs)
     rows, fold_rows = [], []
     t1 = time.perf_counter()
-    for spec in specs:
-        run_dir = cache.run_dir(spec)
+    for key in results.runs["key"]:  # the runs trained above (a fingerprint taken now could differ: code edited meanwhile)
+        run_dir = p.runs / "brain" / str(key)
         study, cell, model, epoch = load_run(run_dir)
         fold_prep = for_cell(prepared, cell.data)
-        precision = results.runs.loc[results.runs["key"] == spec.key, "precision"].iloc[0]
+        precision = results.runs.loc[results.runs["key"] == key, "precision"].iloc[0]
         model.eval()
         options = variants(cell.train)
         scores: dict[str, list[float]] = {v: [] for v in options}
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     scores[name].append(dsc)
                     rows.append({"variant": name, "fold": cell.data.fold, "seed": cell.seed, "case_id": cid,
                                  "dice": dsc})
-        wall = results.runs.loc[results.runs["key"] == spec.key, "wall_s"].iloc[0]
+        wall = results.runs.loc[results.runs["key"] == key, "wall_s"].iloc[0]
         fold_rows.append({"fold": cell.data.fold, "seed": cell.seed, "val patients": len(fold_prep.val_ids),
                           "best epoch": epoch, "train wall s": wall,
                           **{f"DSC {v}": float(np.nanmean(s)) for v, s in scores.items()}})

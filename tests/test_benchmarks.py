@@ -263,3 +263,13 @@ def test_notebook_breakdown_sums_cells_and_runs(tmp_path):
     assert row["notebook"] == "brain" and row["cells_s"] == pytest.approx(8.0) and row["runs"] == 1
     assert (row["runs_wall_s"], row["epochs_train_s"], row["epochs_val_s"]) == (6.0, 4.0, 1.0)
     assert row["runs_rest_s"] == pytest.approx(1.0) and row["longest cells"].startswith("grid = session.run() 7.5 s")
+
+
+def test_conv2p1d_layouts_per_precision():
+    assert conv2p1d.layouts_for(None, "fp32") == conv2p1d.LAYOUTS
+    spec = ["bf16=channels_last_3d", "fp32=contiguous"]
+    assert conv2p1d.layouts_for(spec, "bf16") == ("channels_last_3d",)
+    assert conv2p1d.layouts_for(spec, "fp32") == ("contiguous",)
+    assert conv2p1d.layouts_for(["contiguous"], "bf16") == ("contiguous",)
+    with pytest.raises(SystemExit, match="--layouts sideways"):
+        conv2p1d.layouts_for(["sideways"], "fp32")
