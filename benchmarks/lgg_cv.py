@@ -2,9 +2,10 @@
 
 Every patient of ``--data-dir`` is validated exactly once: the profile's grid is crossed with
 ``data.fold = 0 … k-1`` (``data.folds = k``), each fold trained through the run cache like any grid (a
-fold trained before is read back), then each fold's model predicts its held-out patients **at their
-original resolution** with ``seglib predict``'s own code (Buda's crop and resize undone, the profile's
-test-time flips and post-processing applied), and the per-volume DSC of every patient is pooled.
+fold trained before is read back), then each fold's model (its seeds averaged, as ``seglib predict
+--run A --run B`` does, and each seed alone) predicts its held-out patients **at their original
+resolution** with ``seglib predict``'s own code (Buda's crop and resize undone, the profile's test-time
+flips and post-processing applied), and the per-volume DSC of every patient is pooled.
 Printed: one row per fold and the pooled mean [95 % bootstrap CI], median, quartiles, minimum and the
 number of complete misses (DSC 0), and the same with the evaluation variants the profile could
 choose (no flips, no post-processing) on the same trained weights, so what each buys is measured.
@@ -33,7 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def variants(train) -> dict[str, dict | None]:
     """The profile's evaluation and the others it could choose on the same weights: test-time flips toggled
-    (none <-> left-right), post-processing toggled (largest component <-> none), and both."""
+    (none <-> left-right), post-processing toggled (largest component <-> none), and both. With several
+    seeds the profile's weights are their average (``seglib predict --run A --run B``), and each seed alone
+    is scored too (profile's evaluation)."""
     tta = "lr" if train.tta == "none" else "none"
     post = "largest" if train.postprocess == "none" else "none"
     return {f"profile (tta {train.tta}, post {train.postprocess})": None, f"tta {tta}": {"tta": tta},
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from seglib.config import ExecutorConfig, load
     from seglib.eval.metrics import case_metrics
     from seglib.eval.stats import mean_ci
+    from seglib.nn.ensemble import Ensemble
     from seglib.predict import load_run, predict_case
     from seglib.report.notebooks import paths
     from seglib.studies.collect import run_grid
@@ -79,28 +83,35 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - t0
     rows, fold_rows = [], []
     t1 = time.perf_counter()
+    by_fold: dict[int, list] = {}
     for key in results.runs["key"]:  # the runs trained above (a fingerprint taken now could differ: code edited meanwhile)
-        run_dir = p.runs / "brain" / str(key)
-        study, cell, model, epoch = load_run(run_dir)
-        fold_prep = for_cell(prepared, cell.data)
+        study, cell, model, epoch = load_run(p.runs / "brain" / str(key))
+        wall = results.runs.loc[results.runs["key"] == key, "wall_s"].iloc[0]
         precision = results.runs.loc[results.runs["key"] == key, "precision"].iloc[0]
-        model.eval()
+        by_fold.setdefault(cell.data.fold, []).append((cell, model.eval(), epoch, wall, precision))
+    for fold, members in sorted(by_fold.items()):
+        cell, precision = members[0][0], members[0][4]
+        fold_prep = for_cell(prepared, cell.data)
+        # what the profile predicts: its seeds averaged (``seglib predict --run A --run B``), or its one run
+        models = {f"seed {c.seed}": m for c, m, *_ in members} if len(members) > 1 else {}
+        models["profile"] = Ensemble([m for _, m, *_ in members]).eval() if len(members) > 1 else members[0][1]
         options = variants(cell.train)
-        scores: dict[str, list[float]] = {v: [] for v in options}
+        scores: dict[str, list[float]] = {}
         with cpu_threads(cell.train.cpu_threads), torch.no_grad():
             for cid in fold_prep.val_ids:
                 case = fold_prep.case(cid)  # predicted from its image alone, as `seglib predict` does
-                for name, change in options.items():
-                    c = cell if change is None else dataclasses.replace(cell, train=dataclasses.replace(cell.train, **change))
-                    mask = predict_case(study, c, model, case, torch.device("cpu"), precision)
-                    dsc = case_metrics(mask, case.mask, spacing=case.spacing)["dice"]
-                    scores[name].append(dsc)
-                    rows.append({"variant": name, "fold": cell.data.fold, "seed": cell.seed, "case_id": cid,
-                                 "dice": dsc})
-        wall = results.runs.loc[results.runs["key"] == key, "wall_s"].iloc[0]
-        fold_rows.append({"fold": cell.data.fold, "seed": cell.seed, "val patients": len(fold_prep.val_ids),
-                          "best epoch": epoch, "train wall s": wall,
-                          **{f"DSC {v}": float(np.nanmean(s)) for v, s in scores.items()}})
+                for mname, model in models.items():
+                    for name, change in (options.items() if mname == "profile" else [(mname, None)]):
+                        c = cell if change is None else dataclasses.replace(cell, train=dataclasses.replace(cell.train, **change))
+                        mask = predict_case(study, c, model, case, torch.device("cpu"), precision)
+                        dsc = case_metrics(mask, case.mask, spacing=case.spacing)["dice"]
+                        scores.setdefault(name, []).append(dsc)
+                        rows.append({"variant": name, "fold": fold, "case_id": cid, "dice": dsc})
+        fold_rows.append({"fold": fold, "seeds": ",".join(str(c.seed) for c, *_ in members),
+                          "val patients": len(fold_prep.val_ids),
+                          "best epochs": ",".join(str(e) for _, _, e, *_ in members),
+                          "train wall s": max(w for *_, w, _ in members),
+                          **{f"DSC {v}": float(np.nanmean(sc)) for v, sc in scores.items()}})
     eval_s = time.perf_counter() - t1
     print(f"lgg_cv: {len(prepared.cases)} patients, {args.folds} folds, profile {Path(args.params).name} "
           f"{' '.join(args.overrides)}; training {train_s:.0f} s ({args.executor}), evaluation {eval_s:.0f} s; "
@@ -108,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(bc.format_table(fold_rows))
     pooled = []
     df = pd.DataFrame(rows)
-    for name in options:
-        d = df[df["variant"] == name].groupby("case_id")["dice"].mean().to_numpy(float)  # mean over seeds
+    for name in dict.fromkeys(df["variant"]):
+        d = df[df["variant"] == name].groupby("case_id")["dice"].mean().to_numpy(float)
         ci = mean_ci(d, rng=0)
         q1, med, q3 = np.nanpercentile(d, [25, 50, 75])
         pooled.append({"evaluation": name, "patients": int(np.isfinite(d).sum()), "mean DSC": ci["mean"],

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests of resuming (a crash, a kill, Ctrl-C after epoch n) need a checkpoint after every epoch, in this process and
+# in the processes it starts; a user's runs write one at most every 30 s (tests/test_train.py tests that policy).
+os.environ.setdefault("SEGLIB_CHECKPOINT_EVERY_S", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_BUILD = REPO / "build" / "test"

@@ -421,3 +421,32 @@ def test_determinism_sets_torchs_flags_without_loading_inductor():
             "print(inside, after, loaded, ic.deterministic, torch.are_deterministic_algorithms_enabled())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["(True,", "True)", "False", "False", "True", "True"], out
+
+
+def test_checkpoints_are_written_at_most_once_an_interval(data, tmp_path, monkeypatch):
+    """``fit`` writes its checkpoints after the last epoch and after an epoch that ends the interval after the
+    previous write (``checkpoint_every_s``, else ``$SEGLIB_CHECKPOINT_EVERY_S``, else 30 s), with ``best.pt``
+    when the best epoch changed; 0 writes after every epoch. The weights trained do not depend on it."""
+    saves = []
+    real = T.save_checkpoints
+    monkeypatch.setattr(T, "save_checkpoints", lambda d, state, *a, **k: (saves.append((state.epoch, k["is_best"])),
+                                                                             real(d, state, *a, **k)))
+    h_every, m_every = run(data, settings(epochs=4), checkpoint_dir=tmp_path / "every", checkpoint_every_s=0)
+    assert [e for e, _ in saves] == [1, 2, 3, 4]
+    saves.clear()
+    h_once, m_once = run(data, settings(epochs=4), checkpoint_dir=tmp_path / "once", checkpoint_every_s=3600)
+    assert saves == [(4, True)]
+    last = torch.load(tmp_path / "once" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "once" / "best.pt", weights_only=False)
+    assert last["epoch"] == 4 and best["epoch"] == h_once.best_epoch
+    assert_same_state(m_every.state_dict(), m_once.state_dict())
+    pd.testing.assert_frame_equal(computed(h_every), computed(h_once))
+    saves.clear()
+    monkeypatch.setenv(T.ENV_CHECKPOINT_EVERY, "3600")
+    run(data, settings(epochs=2), checkpoint_dir=tmp_path / "env")
+    assert [e for e, _ in saves] == [2]
+    monkeypatch.delenv(T.ENV_CHECKPOINT_EVERY)
+    assert T.checkpoint_interval() == T.CHECKPOINT_EVERY_S == 30.0
+    monkeypatch.setenv(T.ENV_CHECKPOINT_EVERY, "soon")
+    with pytest.raises(ValueError, match="SEGLIB_CHECKPOINT_EVERY_S='soon': expected seconds"):
+        T.checkpoint_interval()
