@@ -75,7 +75,7 @@ def load_run(run_dir: Path) -> tuple[str, RunConfig, torch.nn.Module, int]:
 
 
 #: configuration keys in which the runs of an ensemble may differ: their seed and their cross-validation fold
-ENSEMBLE_MAY_DIFFER = ("seed", "data.fold")
+ENSEMBLE_MAY_DIFFER = ("train.seed", "data.fold")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -102,12 +102,14 @@ def test_predict_names_a_run_config_that_does_not_validate(tmp_path, capsys):
 
 
 def runs_by_config(p, study) -> dict:
-    """Finished runs of the smoke build grouped by their configuration without the seed."""
+    """The smoke build's runs of ``study`` (those its executed notebook used) grouped by their configuration
+    without the seed."""
     groups: dict = {}
-    for d in sorted((p.runs / study).iterdir()):
-        if (d / "DONE").is_file():
-            cfg = json.loads((d / "config.json").read_text())["config"]
-            groups.setdefault(json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True), []).append(d)
+    runs = json.loads((p.executed / study / "results.json").read_text())["provenance"]["runs"]
+    for d in (p.runs / study / r["run"] for r in runs):
+        cfg = json.loads((d / "config.json").read_text())["config"]
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "seed"}
+        groups.setdefault(json.dumps(cfg, sort_keys=True), []).append(d)
     return groups
 
 
@@ -138,6 +140,8 @@ def test_predict_averages_the_seeds_of_one_configuration(smoke_build, tmp_path, 
     groups = [g for g in runs_by_config(p, "prostate").values() if len(g) >= 2]
     assert groups, "the prostate smoke grid has two seeds per configuration"
     pair = groups[0][:2]
+    seeds = [json.loads((r / "config.json").read_text())["config"]["train"]["seed"] for r in pair]
+    assert seeds[0] != seeds[1]
     data = phantom_folder(p, "prostate")
     out = tmp_path / "ens"
     argv = ["predict", "--run", str(pair[0]), "--run", str(pair[1]), "--data-dir", str(data), "--out", str(out)]

@@ -130,8 +130,9 @@ def test_every_parameter_file_validates(path, tmp_path):
 
 
 def test_the_lgg_cpu_recipe_trains_fold_0_and_predicts_with_its_post_processing(tmp_path, monkeypatch):
-    """params/brain/real-cpu.yaml, shrunk to phantoms: the run validates on fold 0 of 5, trains at the cosine
-    schedule's rates, and `seglib predict` keeps one 3D component per volume."""
+    """params/brain/real-cpu.yaml, shrunk to phantoms: its two seeds train side by side in the profile's Dask
+    workers, each validates on fold 0 of 5 and trains at the cosine schedule's rates, and `seglib predict` with
+    both runs (their probabilities averaged) keeps one 3D component per volume."""
     from seglib.cli import main
     from seglib.data import load_cases
     from seglib.paths import paths
@@ -149,14 +150,19 @@ def test_the_lgg_cpu_recipe_trains_fold_0_and_predicts_with_its_post_processing(
     prepared = prepare(cfg, p)
     ids = sorted(c.id for c in prepared.cases)
     assert prepared.val_ids == split_ids(ids, cfg.data)[1] and len(prepared.val_ids) == 2  # fold 0 of 5
+    assert cfg.seeds == (0, 1) and cfg.executor.name == "dask" and cfg.executor.workers == 2
     grid = run_grid(cfg, prepared, p, progress=False)
-    history = grid.history
     expected = [TrainSettings.from_config(cfg.train, cfg.optim, 0).lr_at(e) for e in range(1, 5)]
-    assert history["lr"].tolist() == pytest.approx(expected) and expected[0] < expected[1] > expected[3]
-    assert sorted(grid.cases["case_id"]) == prepared.val_ids
+    for seed in (0, 1):
+        lr = grid.history.loc[grid.history["seed"] == seed, "lr"].tolist()
+        assert lr == pytest.approx(expected) and expected[0] < expected[1] > expected[3]
+        assert sorted(grid.cases.loc[grid.cases["seed"] == seed, "case_id"]) == prepared.val_ids
+    assert (grid.runs["job_id"].astype(str) != "").all() if "job_id" in grid.runs else True
     specs, _ = grid_specs(cfg, prepared)
     out = tmp_path / "pred"
-    assert main(["predict", "--run", str(RunCache(p.runs).run_dir(specs[0])), "--data-dir", str(prepared.root),
+    runs = [str(RunCache(p.runs).run_dir(s)) for s in specs]
+    assert len(runs) == 2
+    assert main(["predict", "--run", runs[0], "--run", runs[1], "--data-dir", str(prepared.root),
                  "--out", str(out)]) == 0
     import tifffile
 
