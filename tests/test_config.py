@@ -213,3 +213,16 @@ def test_monitor_options_are_what_the_training_metric_reports_and_validation_imp
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_a_warm_up_as_long_as_the_training_is_refused_before_any_run():
+    """``optim.warmup_epochs`` must end before the last epoch for a decaying schedule: refused when the
+    parameters are read (it used to fail inside each run, after the data was prepared), also in a grid cell."""
+    with pytest.raises(ConfigError, match=r"optim.warmup_epochs = 2: must be fewer than train.epochs = 2 for "
+                                          r"optim.schedule = 'cosine'"):
+        resolve("brain", {"optim": {"schedule": "cosine", "warmup_epochs": 2}, "train": {"epochs": 2}})
+    with pytest.raises(ConfigError, match="optim.warmup_epochs = 3"):
+        resolve("brain", {"optim": {"schedule": "poly", "warmup_epochs": 3},
+                          "grid": [{"train.epochs": [10, 3]}]})
+    resolve("brain", {"optim": {"schedule": "constant", "warmup_epochs": 5}, "train": {"epochs": 2}})
+    resolve("brain", {"optim": {"schedule": "cosine", "warmup_epochs": 2}, "train": {"epochs": 3}})

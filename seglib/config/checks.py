@@ -120,6 +120,10 @@ def _check_cell(study: str, cell: RunConfig) -> None:
                                   f"{c!r}.{suggest(c.lower(), offered)} Its channels: {', '.join(offered)}.")
         if len({c.lower() for c in d.channels}) != len(d.channels):
             raise ConfigError(f"data.channels = {list(d.channels)}: a channel is listed twice.")
+    o = cell.optim
+    if o.schedule != "constant" and o.warmup_epochs >= t.epochs:
+        raise ConfigError(f"optim.warmup_epochs = {o.warmup_epochs}: must be fewer than train.epochs = {t.epochs} "
+                          f"for optim.schedule = {o.schedule!r} (the warm-up ends before the schedule starts).")
     options = monitor_options()
     if t.monitor not in options:
         raise ConfigError(f"train.monitor = {t.monitor!r}: training does not measure it.{suggest(t.monitor, options)} "
