@@ -73,9 +73,13 @@ for line in sys.stdin:
 
 def _measure_fresh_many(configs: Sequence[dict]) -> list[dict]:
     """:func:`~seglib.studies.stroke.step.measure_step` of every configuration, each in a process of its
-    own (forked from one new interpreter with glibc's :data:`MALLOC_ENV`), in order."""
+    own (forked from one new interpreter with glibc's :data:`MALLOC_ENV`), in order. Forking a process that
+    has imported torch is safe on Linux only (macOS's frameworks are not fork-safe): elsewhere each
+    configuration gets a new interpreter of its own."""
     if not configs:
         return []
+    if not sys.platform.startswith("linux") and len(configs) > 1:
+        return [row for c in configs for row in _measure_fresh_many([c])]
     stdin = "".join(json.dumps(c) + "\n" for c in configs)
     proc = subprocess.run([sys.executable, "-c", _FORKING_MEASURER], input=stdin, capture_output=True, text=True,
                           check=False, env={**os.environ, **MALLOC_ENV})
