@@ -8,7 +8,7 @@ from typing import Any
 
 from seglib.registry import suggest
 
-__all__ = ["dotted_keys", "get_dotted", "nested", "set_dotted"]
+__all__ = ["dotted_keys", "get_dotted", "leaves", "nested", "set_dotted"]
 
 
 def dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -18,6 +18,17 @@ def dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
         out.append(prefix + k)
         if isinstance(v, dict):
             out.extend(dotted_keys(v, prefix + k + "."))
+    return out
+
+
+def leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every value of the nested dict ``d`` that is not itself a dict."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(leaves(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
     return out
 
 

@@ -78,30 +78,21 @@ def load_run(run_dir: Path) -> tuple[str, RunConfig, torch.nn.Module, int]:
 ENSEMBLE_MAY_DIFFER = ("train.seed", "data.fold")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def load_runs(run_dirs) -> tuple[str, RunConfig, torch.nn.Module, list[int]]:
     """(study, typed cell of the first run, model, best epoch of each run) of one finished run, or of several
     averaged (:class:`seglib.nn.ensemble.Ensemble`): runs of one configuration that differ only in
     :data:`ENSEMBLE_MAY_DIFFER` (seeds, folds). Runs that differ in anything else are a one-line ValueError
     naming the keys, before any model is loaded."""
+    from seglib.dotted import leaves
     from seglib.nn.ensemble import Ensemble
 
     run_dirs = [Path(r) for r in run_dirs]
     metas = [check_run(r) for r in run_dirs]
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ValueError(f"a --run is given twice ({', '.join(map(str, run_dirs))}): each run of an ensemble once")
-    base = _flat({"study": metas[0]["study"], **metas[0]["config"]})
+    base = leaves({"study": metas[0]["study"], **metas[0]["config"]})
     for r, meta in zip(run_dirs[1:], metas[1:]):
-        other = _flat({"study": meta["study"], **meta["config"]})
+        other = leaves({"study": meta["study"], **meta["config"]})
         differ = sorted(k for k in set(base) | set(other)
                         if base.get(k) != other.get(k) and k not in ENSEMBLE_MAY_DIFFER)
         if differ:
