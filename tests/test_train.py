@@ -357,6 +357,42 @@ def test_predict_batches_yields_cpu_logits_in_eval_mode(data):
     assert next(iter(predict_batches(model, only_images, "cpu")))[1] is None
 
 
+def test_evaluation_forwards_batches_together_but_scores_each_loader_batch(data, monkeypatch):
+    """Validation and prediction forward consecutive loader batches in one call (fewer, larger calls), while the
+    loss is still that of each loader batch: a batch-reduced loss (a soft Dice over the batch) gives the value of
+    the per-batch loop, and predictions come back one loader batch at a time."""
+    from seglib.nn.losses import build_loss
+
+    model = tiny_model()
+    _, val = data  # 8 images of 16 × 16
+    loader = make_loader(val, 3, False, seed=0)  # batches of 3, 3, 2
+    loss_fn = build_loss("dice", batch=True)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    monkeypatch.setattr(T, "FORWARD_CHUNK_ELEMENTS", 6 * 16 * 16)  # two loader batches a call
+    got = T.evaluate(model, loss_fn, loader, torch.device("cpu"), "fp32", metric_fn=PooledDice())
+    assert calls == [6, 2]
+    model.eval()
+    expected, counts = 0.0, []
+    with torch.no_grad():
+        for x, y in loader:
+            logits = model(x)
+            expected += float(loss_fn(logits, y)) * len(x)
+            counts.append(PooledDice()(logits, y))
+    assert got["loss"] == pytest.approx(expected / 8, rel=1e-6)
+    assert got["dice"] == PooledDice().reduce(counts)["dice"]
+    with torch.no_grad():  # not the loss of the 8 at once
+        whole = float(loss_fn(model(val.tensors[0]), val.tensors[1]))
+    assert abs(got["loss"] - whole) > 1e-4
+    calls.clear()
+    out = list(predict_batches(model, loader, "cpu", "fp32"))
+    assert calls == [6, 2] and [o[0].shape[0] for o in out] == [3, 3, 2]
+    monkeypatch.setattr(T, "FORWARD_CHUNK_ELEMENTS", 1)  # a batch is never split
+    calls.clear()
+    list(predict_batches(model, loader, "cpu", "fp32"))
+    assert calls == [3, 3, 2]
+
+
 def test_autocast_takes_a_device_or_its_name():
     """A run's history records its device as a string ("cpu"); evaluation passes it on to autocast."""
     with U.autocast("cpu", "bf16"):
