@@ -42,6 +42,27 @@ def matmul_flops(n: int, m: int | None = None, k: int | None = None) -> int:
     return 2 * int(n) * int(m) * int(k)
 
 
+def matmul_peak(dtype: torch.dtype, n_max: int, repeats: int, call_budget_s: float = 1.5) -> dict:
+    """Best GFLOP/s of ``a @ b`` for square n×n ``dtype`` matrices, n doubling from 256 up to ``n_max``
+    while the next size is predicted (n³ scaling) to take under ``call_budget_s`` per product."""
+    import torch
+
+    n, best, rows = 256, None, []
+    while True:
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        times = time_calls(lambda: torch.matmul(a, b), repeats=repeats, warmup=1, budget_s=4 * call_budget_s)
+        t = min(times)
+        rate = gflops_per_s(matmul_flops(n), t)
+        rows.append({"n": n, "s": t, "gflops": rate})
+        if best is None or rate > best["gflops"]:
+            best = {"n": n, "s": t, "gflops": rate}
+        if 2 * n > n_max or t * 8 > call_budget_s:
+            break
+        n *= 2
+    return {"dtype": str(dtype).replace("torch.", ""), **best, "sizes": rows}
+
+
 def ratio(a: float, b: float) -> float:
     """``a / b``, NaN when ``b`` is zero or either is not finite."""
     try:

@@ -29,6 +29,24 @@ GOAL_CACHED_S = 60.0
 #: the issue's goal for the cold quick report: 5 minutes on a CPU with native bf16, 10 without
 GOAL_COLD_S = {True: 300.0, False: 600.0}
 LINKS = ("params", "notebooks", "_quarto.yml")
+#: the matmul peak (GFLOP/s, two threads) of the machine the issue's goals were measured on (native bf16)
+REFERENCE_GFLOPS = {"float32": 198.0, "bfloat16": 429.0}
+
+
+def machine_speed(quick: bool) -> dict[str, float]:
+    """This machine's matmul peak now (GFLOP/s, fp32 and bf16, torch's default threads): a shared VM's speed
+    varies over a day, so every wall time is printed beside it."""
+    import torch
+
+    n_max = 512 if quick else 2048
+    return {r["dtype"]: r["gflops"] for r in (bc.matmul_peak(torch.float32, n_max, 2),
+                                             bc.matmul_peak(torch.bfloat16, n_max, 2))}
+
+
+def speed_note(when: str, speed: dict[str, float]) -> str:
+    return (f"matmul peak {when}: " + ", ".join(f"{k} {v:.0f} GFLOP/s ({v / REFERENCE_GFLOPS[k]:.0%} of the "
+                                                f"reference machine's {REFERENCE_GFLOPS[k]:.0f})"
+                                                for k, v in speed.items()))
 
 
 def shadow_root(base: Path) -> Path:
@@ -135,6 +153,9 @@ def main(argv=None) -> int:
             shutil.rmtree(base)
         root = shadow_root(base)
         bench.note(f"profile {profile}; SEGLIB_BUILD={base / 'build'} SEGLIB_ROOT={root}; logs in {base}")
+        speed = machine_speed(args.quick)
+        bench.extra["matmul_gflops_before"] = speed
+        bench.note(speed_note("before the cold run", speed))
         rows = []
         for label in ("cold (empty cache)", "cached re-render"):
             r = run_report(profile, base, root, args.renderer, args.pdf, args.timeout,
@@ -144,6 +165,9 @@ def main(argv=None) -> int:
                          "executed": ", ".join(f"{k} {v:.0f} s" for k, v in r["executed_s"].items()) or "-",
                          "up_to_date": ", ".join(r["up_to_date"]) or "-"})
             print(f"  {label}: {r['wall_s']:.1f} s", flush=True)
+        after = machine_speed(args.quick)
+        bench.extra["matmul_gflops_after"] = after
+        bench.note(speed_note("after both runs", after))
         bench.add_table("end_to_end", rows, title=f"seglib report --profile {profile}")
         bench.add_table("notebooks", notebook_breakdown(base / "build"),
                         title="where each notebook's time went (cold run; papermill's cell durations, the runs' "

@@ -116,25 +116,6 @@ def make_step(model, x, y, loss_fn, precision: str, channels_last: bool, spatial
 
 
 # --------------------------------------------------------------------------- 1. peak
-def matmul_peak(dtype: torch.dtype, n_max: int, repeats: int, call_budget_s: float = 1.5) -> dict:
-    """Best GFLOP/s of ``a @ b`` for square n×n ``dtype`` matrices, n doubling from 256 up to ``n_max``
-    while the next size is predicted (n³ scaling) to take under ``call_budget_s`` per product."""
-    n, best, rows = 256, None, []
-    while True:
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
-        times = bc.time_calls(lambda: torch.matmul(a, b), repeats=repeats, warmup=1, budget_s=4 * call_budget_s)
-        t = min(times)
-        rate = bc.gflops_per_s(bc.matmul_flops(n), t)
-        rows.append({"n": n, "s": t, "gflops": rate})
-        if best is None or rate > best["gflops"]:
-            best = {"n": n, "s": t, "gflops": rate}
-        if 2 * n > n_max or t * 8 > call_budget_s:
-            break
-        n *= 2
-    return {"dtype": str(dtype).replace("torch.", ""), **best, "sizes": rows}
-
-
 # --------------------------------------------------------------------------- 2. steps
 def measure_modes(cfg: dict, steps: int, flops: int, *, max_step_s: float, predict: dict | None = None) -> list[dict]:
     """Every mode of :data:`MODES` on ``cfg``: one warm-up step then ``steps`` timed steps.
@@ -308,8 +289,8 @@ def main(argv=None) -> int:
                    f"engine CPU default resolve_precision('auto', cpu) = {auto!r}")
 
         n_max = 512 if args.quick else 4096
-        peak = [matmul_peak(torch.float32, n_max, 1 if args.quick else 3),
-                matmul_peak(torch.bfloat16, n_max, 1 if args.quick else 2)]
+        peak = [bc.matmul_peak(torch.float32, n_max, 1 if args.quick else 3),
+                bc.matmul_peak(torch.bfloat16, n_max, 1 if args.quick else 2)]
         bench.add_table("matmul_peak", [{k: v for k, v in r.items() if k != "sizes"} for r in peak],
                         ["dtype", "n", "s", "gflops"], title="1. matmul peak (best size)")
         bench.extra["matmul_peak_sizes"] = peak
