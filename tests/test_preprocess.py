@@ -270,6 +270,27 @@ def test_data_fingerprint(tmp_path):
         data_fingerprint([f1], root / "s")
 
 
+def test_data_fingerprint_of_a_folder_of_links(tmp_path):
+    """A dataset assembled from links (to cases kept elsewhere) hashes as the same files copied there; a root
+    that is itself a link works too."""
+    store = tmp_path / "store"
+    (store / "case1").mkdir(parents=True)
+    (store / "case1" / "img.bin").write_bytes(b"hello")
+    (store / "case2").mkdir()
+    (store / "case2" / "img.bin").write_bytes(b"world")
+    links = tmp_path / "links"
+    links.mkdir()
+    for c in ("case1", "case2"):
+        (links / c).symlink_to(store / c, target_is_directory=True)
+    files = [links / c / "img.bin" for c in ("case1", "case2")]
+    fp = data_fingerprint(files, links)
+    assert fp == data_fingerprint([store / c / "img.bin" for c in ("case1", "case2")], store)
+    (tmp_path / "root-link").symlink_to(store, target_is_directory=True)
+    assert data_fingerprint([store / "case1" / "img.bin", store / "case2" / "img.bin"], tmp_path / "root-link") == fp
+    with pytest.raises(ValueError, match="is not under the data root"):
+        data_fingerprint(files, links / "case1")
+
+
 def test_file_digest_large_files_hash_head_and_tail(tmp_path):
     import hashlib
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,13 +55,16 @@ def data_fingerprint(paths: Iterable[Path], root: Path, full_limit: int = 64 * M
     is added, removed, renamed or changed. Files over ``full_limit`` bytes are
     hashed by their first and last ``chunk`` bytes and size.
     """
-    root = Path(root).resolve()
+    root_abs, root_real = Path(os.path.abspath(root)), Path(root).resolve()
     rows = []
-    for p in sorted({Path(p).resolve() for p in paths}):
-        try:
-            rel = p.relative_to(root).as_posix()
-        except ValueError as err:
-            raise ValueError(f"{p} is not under the data root {root}.") from err
+    for p in sorted({Path(os.path.abspath(p)) for p in paths}):
+        # as named under the root (a dataset may be a folder of links to the files or cases), else as resolved
+        for base, q in ((root_abs, p), (root_real, p.resolve())):
+            if q.is_relative_to(base):
+                rel = q.relative_to(base).as_posix()
+                break
+        else:
+            raise ValueError(f"{p} is not under the data root {root_abs}.")
         rows.append([rel, p.stat().st_size, file_digest(p, full_limit, chunk)])
     return stable_hash(rows, length=32)
 
