@@ -9,6 +9,7 @@ import argparse
 import errno
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -113,24 +114,52 @@ def _execute(configs, p, args) -> dict:
     return {s: r for s, r in results.items() if isinstance(r, Exception)}
 
 
-def predict_hints(study: str, p, most: int = 2) -> list[str]:
-    """For a grid of at most ``most`` configurations, the ``seglib predict`` line that applies each one's
-    trained runs (all its seeds, averaged) to another folder; nothing for larger grids or without results."""
-    import re
+#: the parts of a run's label (``"loss=dice_bce, fold=2 (seed 1)"``) that may differ within one ensemble
+#: (:data:`seglib.predict.ENSEMBLE_MAY_DIFFER`): its fold and its seed
+_MEMBER_PARTS = re.compile(r"^(?:data\.)?fold=(\d+)$")
+_SEED_PART = re.compile(r" \(seed (\d+)\)$")
 
+
+def _ensemble_group(label: str) -> tuple[str, str | None, str | None]:
+    """``(the label without fold and seed, fold, seed)`` of a run's label."""
+    m = _SEED_PART.search(label)
+    seed = m.group(1) if m else None
+    rest, fold = [], None
+    for part in (label[:m.start()] if m else label).split(", "):
+        f = _MEMBER_PARTS.match(part)
+        if f:
+            fold = f.group(1)
+        elif part:
+            rest.append(part)
+    return ", ".join(rest), fold, seed
+
+
+def predict_hints(study: str, p, most: int = 2) -> list[str]:
+    """For a grid of at most ``most`` configurations (folds and seeds of one configuration count once), the
+    ``seglib predict`` line that applies each one's trained runs (all its folds and seeds, averaged) to another
+    folder; nothing for larger grids or without results."""
     try:
         runs = json.loads((p.executed / study / "results.json").read_text())["provenance"]["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[tuple[str, str | None, str | None]]] = {}
     for r in runs:
-        groups.setdefault(re.sub(r" \(seed \d+\)$", "", str(r.get("label", ""))), []).append(str(r["run"]))
+        label, fold, seed = _ensemble_group(str(r.get("label", "")))
+        groups.setdefault(label, []).append((str(r["run"]), fold, seed))
     if not groups or len(groups) > most:
         return []
     lines = []
-    for label, keys in groups.items():
-        flags = " ".join(f"--run {p.runs / study / k}" for k in keys)
-        what = f"the {len(keys)} seeds of {label} averaged" if len(keys) > 1 else label
+    for label, members in groups.items():
+        flags = " ".join(f"--run {p.runs / study / k}" for k, _, _ in members)
+        folds = sorted({f for _, f, _ in members if f is not None}, key=int)
+        seeds = sorted({s for _, _, s in members if s is not None}, key=int)
+        name = label or "the configuration"
+        if len(members) == 1:
+            what = name
+        elif len(folds) > 1 and len(seeds) > 1:
+            what = f"the {len(members)} runs ({len(folds)} folds x {len(seeds)} seeds) of {name} averaged"
+        else:
+            what = f"the {len(members)} {'folds' if len(folds) > 1 else 'seeds'} of {name} averaged"
         lines.append(f"{study}: to predict another folder with {what}: seglib predict {flags} --data-dir DIR")
     return lines
 

@@ -181,6 +181,15 @@ def test_seglib_run_prints_the_predict_line_of_a_small_grid(tmp_path):
     (line,) = predict_hints("brain", p)
     assert line == (f"brain: to predict another folder with the 2 seeds of loss=dice_bce averaged: seglib predict "
                     f"--run {p.runs / 'brain' / 'k0'} --run {p.runs / 'brain' / 'k1'} --data-dir DIR")
+    folds = [{"run": f"f{i}", "label": f"loss=dice_bce, fold={i} (seed 0)"} for i in range(5)]
+    (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": folds}}))
+    (line,) = predict_hints("brain", p)  # the folds of one configuration are one ensemble (nnU-Net's)
+    assert line.startswith("brain: to predict another folder with the 5 folds of loss=dice_bce averaged: ")
+    assert line.count("--run ") == 5 and f"--run {p.runs / 'brain' / 'f4'} --data-dir DIR" in line
+    both = [{"run": f"r{i}{j}", "label": f"fold={i}, loss=dice (seed {j})"} for i in range(2) for j in range(2)]
+    (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": both}}))
+    (line,) = predict_hints("brain", p)
+    assert "the 4 runs (2 folds x 2 seeds) of loss=dice averaged" in line
     many = [{"run": f"k{i}", "label": f"loss=l{i} (seed 0)"} for i in range(3)]
     (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": many}}))
     assert predict_hints("brain", p) == [] and predict_hints("stroke", p) == []
