@@ -76,7 +76,18 @@ def test_full_profile_requires_data_dir(study, dataset, hint):
     with pytest.raises(ConfigError, match=r"profile 'full' of study .* needs data.data_dir") as e:
         load(study, ROOT / "params" / study / "full.yaml")
     assert hint in str(e.value)
-    assert "--data-dir" in str(e.value)
+    assert f"Then run: seglib run {study} --params {ROOT / 'params' / study / 'full.yaml'} --data-dir" in str(e.value)
+
+
+def test_the_data_dir_advice_names_the_parameter_file_given(tmp_path):
+    own = tmp_path / "my-profile.yaml"
+    own.write_text("profile: full\ntrain: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"needs data.data_dir") as e:
+        load("brain", own)
+    assert f"Then run: seglib run brain --params {own} --data-dir /path/to/it" in str(e.value)
+    with pytest.raises(ConfigError, match=r"needs data.data_dir") as e:
+        resolve("brain", {"profile": "full"})  # no file: the profile's own
+    assert "--params params/brain/full.yaml --data-dir" in str(e.value)
 
 
 def test_missing_data_dir_folder(tmp_path):

@@ -204,12 +204,14 @@ def _check_grid(grid, sections) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _check_consistency(cfg: StudyConfig) -> None:
+def _check_consistency(cfg: StudyConfig, source: str = "parameters") -> None:
+    """Checks across sections; ``source`` is the parameter file read (or "parameters"), named in the advice."""
     d = cfg.data
     if cfg.profile == "full" and not d.data_dir:
+        params = source if source.endswith((".yaml", ".yml")) else f"params/{cfg.study}/full.yaml"
         raise ConfigError(
             f"profile 'full' of study '{cfg.study}' needs data.data_dir, the root of the real dataset, and none was "
-            f"given. {DOWNLOAD_HELP[d.dataset]}. Then run: seglib run {cfg.study} --params params/{cfg.study}/full.yaml "
+            f"given. {DOWNLOAD_HELP[d.dataset]}. Then run: seglib run {cfg.study} --params {params} "
             f"--data-dir /path/to/it")
     if d.data_dir and not Path(d.data_dir).expanduser().exists():
         raise ConfigError(f"data.data_dir = {d.data_dir!r}: no such folder. {DOWNLOAD_HELP[d.dataset]}.")

@@ -105,7 +105,7 @@ def resolve(study: str, params: dict | None = None, *, source: str = "parameters
         raise ConfigError(f"unknown study {study!r}.{suggest(study, STUDIES)} Studies: {', '.join(STUDIES)}.")
     params = dict(params or {})
     try:
-        return _resolve(study, params)
+        return _resolve(study, params, source)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -157,7 +157,7 @@ def check_partial(study: str, params: dict) -> None:
         _check_grid(params["grid"], sections)
 
 
-def _resolve(study: str, params: dict) -> StudyConfig:
+def _resolve(study: str, params: dict, source: str = "parameters") -> StudyConfig:
     _check_top_keys(study, params)
     profile = _coerce(params.get("profile", "quick"), Literal[PROFILES], "profile")
     base: dict = {}
@@ -174,7 +174,7 @@ def _resolve(study: str, params: dict) -> StudyConfig:
     executor = build_section(ExecutorConfig, merged.get("executor") or {}, "executor")
     cfg = StudyConfig(study=study, profile=profile, grid=grid, seeds=seeds, settings=settings, executor=executor,
                       **sections)
-    _check_consistency(cfg)
+    _check_consistency(cfg, source)
     _check_executor(cfg.executor)
     _check_settings(cfg)
     try:
