@@ -10,8 +10,14 @@ Printed: one row per fold and the pooled mean [95 % bootstrap CI], median, quart
 number of complete misses (DSC 0), and the same with the evaluation variants the profile could
 choose (no flips, no post-processing) on the same trained weights, so what each buys is measured.
 
-    .venv/bin/python benchmarks/lgg_cv.py --data-dir ../shared/data/lgg [--folds 5] [--executor dask]
-        [--params params/brain/real-cpu.yaml] [-p train.epochs=40 ...]
+``--held-out DIR`` (a kaggle_3m folder of patients that are not in ``--data-dir``) measures what the
+cross-validation cannot: the profile's predictor, every fold's model averaged (``seglib predict`` with all
+its runs), on patients none of them saw, beside each fold's model alone and the per-patient gain of the
+average over the mean of the single folds. With one folder split in two (links to the patients of each part),
+this is a nested evaluation of the fold ensemble.
+
+    .venv/bin/python benchmarks/lgg_cv.py --data-dir ../shared/data/lgg [--folds 4] [--executor dask]
+        [--params params/brain/real-cpu.yaml] [-p train.epochs=40 ...] [--held-out DIR]
 
 ``--executor dask`` trains the folds side by side (a LocalCluster of ``--workers`` processes,
 default 2, each run with the profile's ``train.cpu_threads``). Runs go to ``$SEGLIB_BUILD``'s cache
@@ -47,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = bc.parser(__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=False, default=str(REPO.parent / "shared" / "data" / "lgg"))
     ap.add_argument("--params", default=str(REPO / "params" / "brain" / "real-cpu.yaml"))
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=None, help="default: the profile's data.folds, else 5")
     ap.add_argument("--executor", default="local", choices=("local", "dask"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--held-out", default=None, metavar="DIR",
+                    help="a kaggle_3m folder of other patients (none of --data-dir's): the average of every fold's "
+                         "model (what `seglib predict` applies) and each fold's model alone are scored on them")
     args = ap.parse_args(argv)
     if not Path(args.data_dir).is_dir():
         print(f"lgg_cv: --data-dir {args.data_dir}: no such folder (the kaggle_3m folder or its parent)")
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from seglib.train.device import cpu_threads
 
     load1 = bc.load_average()[0]
+    if args.folds is None:
+        args.folds = load("brain", args.params, args.overrides, data_dir=args.data_dir).data.folds or 5
     cfg = load("brain", args.params, [*args.overrides, f"data.folds={args.folds}"], data_dir=args.data_dir)
     folds = list(range(args.folds))
     grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
@@ -127,14 +138,61 @@ def main(argv: list[str] | None = None) -> int:
                        "95% CI": f"[{ci['low']:.3f}, {ci['high']:.3f}]", "median": med, "q1": q1, "q3": q3,
                        "min": float(np.nanmin(d)), "DSC = 0": int((d == 0).sum()), "DSC < 0.5": int((d < 0.5).sum())})
     print(bc.format_table(pooled))
+    held = held_out_scores(args.held_out, by_fold, study, prepared) if args.held_out else []
+    if held:
+        print(bc.format_table(held))
     warning = bc.load_warning(load1)
     if warning:
         print(warning)
     bc.write_json(p.build / "benchmarks" / "lgg_cv.json",
-                  {"folds": fold_rows, "pooled": pooled, "per_case": rows, "train_s": train_s, "eval_s": eval_s,
+                  {"folds": fold_rows, "pooled": pooled, "per_case": rows, "held_out": held, "train_s": train_s,
+                   "eval_s": eval_s,
                    "params": args.params, "overrides": args.overrides, "environment": bc.environment(),
                    "load_start": load1, "load_end": bc.load_average()[0]})
     return 0
+
+
+def held_out_scores(folder: str, by_fold: dict, study: str, prepared) -> list[dict]:
+    """Patients none of the runs saw, each predicted by the average of every run (``seglib predict`` with every
+    fold's and seed's ``--run``) and by each fold's runs alone: mean per-volume DSC [95 % CI], median, and the
+    ensemble's paired gain over the mean of the single folds (per patient, with its bootstrap CI)."""
+    import torch
+
+    from seglib.data import load_cases
+    from seglib.eval.metrics import case_metrics
+    from seglib.eval.stats import mean_ci
+    from seglib.nn.ensemble import Ensemble
+    from seglib.predict import predict_case
+    from seglib.train.device import cpu_threads
+
+    seen = {str(c.id) for c in prepared.cases}
+    cases = [c for c in load_cases("lgg", folder) if c.mask is not None]
+    overlap = sorted(seen & {str(c.id) for c in cases})
+    if overlap:
+        raise SystemExit(f"lgg_cv: --held-out {folder}: {len(overlap)} of its patients are in --data-dir "
+                         f"(e.g. {overlap[0]}): expected other patients")
+    members = [(fold, cell, model, precision) for fold, ms in sorted(by_fold.items()) for cell, model, _, _, precision in ms]
+    cell, precision = members[0][1], members[0][3]
+    models = {"all folds averaged": Ensemble([m for _, _, m, _ in members]).eval()}
+    for fold in sorted(by_fold):
+        ms = [m for f, _, m, _ in members if f == fold]
+        models[f"fold {fold} alone"] = ms[0] if len(ms) == 1 else Ensemble(ms).eval()
+    scores: dict[str, list[float]] = {k: [] for k in models}
+    with cpu_threads(cell.train.cpu_threads), torch.no_grad():
+        for case in cases:
+            for name, model in models.items():
+                mask = predict_case(study, cell, model, case, torch.device("cpu"), precision)
+                scores[name].append(case_metrics(mask, case.mask, spacing=case.spacing)["dice"])
+    arr = {k: np.asarray(v, float) for k, v in scores.items()}
+    singles = np.mean([v for k, v in arr.items() if k != "all folds averaged"], axis=0)
+    rows = []
+    for name, d in [*arr.items(), ("mean of the single folds", singles),
+                    ("gain: averaged - mean of single folds", arr["all folds averaged"] - singles)]:
+        ci = mean_ci(d, rng=0)
+        rows.append({"held-out evaluation": name, "patients": len(d), "mean DSC": ci["mean"],
+                     "95% CI": f"[{ci['low']:.3f}, {ci['high']:.3f}]", "median": float(np.nanmedian(d)),
+                     "min": float(np.nanmin(d))})
+    return rows
 
 
 if __name__ == "__main__":

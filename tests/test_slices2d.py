@@ -130,9 +130,9 @@ def test_every_parameter_file_validates(path, tmp_path):
 
 
 def test_the_lgg_cpu_recipe_trains_every_fold_and_predicts_with_their_average(tmp_path, monkeypatch):
-    """params/brain/real-cpu.yaml, shrunk to phantoms: its five folds train side by side in the profile's Dask
-    workers, each validates on its own fifth of the patients (together every patient once) and trains at the
-    cosine schedule's rates, and `seglib predict` with the five runs (their probabilities averaged) keeps one
+    """params/brain/real-cpu.yaml, shrunk to phantoms: its four folds train side by side in the profile's Dask
+    workers, each validates on its own quarter of the patients (together every patient once) and trains at the
+    cosine schedule's rates, and `seglib predict` with the four runs (their probabilities averaged) keeps one
     3D component per volume."""
     from seglib.cli import main
     from seglib.data import load_cases
@@ -153,10 +153,10 @@ def test_the_lgg_cpu_recipe_trains_every_fold_and_predicts_with_their_average(tm
     assert cfg.seeds == (0,) and cfg.executor.name == "dask" and cfg.executor.workers == 2
     grid = run_grid(cfg, prepared, p, progress=False)
     specs, _ = grid_specs(cfg, prepared)
-    assert sorted(RunConfig.from_dict(s.config).data.fold for s in specs) == [0, 1, 2, 3, 4]
+    assert sorted(RunConfig.from_dict(s.config).data.fold for s in specs) == [0, 1, 2, 3]
     expected = [TrainSettings.from_config(cfg.train, cfg.optim, 0).lr_at(e) for e in range(1, 5)]
     assert expected[0] < expected[1] > expected[3]
-    assert len(grid.history) == 5 * 4 and grid.history["lr"].tolist() == pytest.approx(expected * 5)
+    assert len(grid.history) == 4 * 4 and grid.history["lr"].tolist() == pytest.approx(expected * 4)
     for s in specs:  # each fold's model is scored on the patients of its fold, which it did not train on
         d = RunConfig.from_dict(s.config).data
         fold = for_cell(prepared, d)
