@@ -508,3 +508,20 @@ def test_result_sentences_follow_the_numbers():
     assert describe_devices(runs) == "Every run trained on **cpu** in **bf16** precision (from each run's provenance)."
     mixed = pd.DataFrame({"device": ["cuda:0", "cpu"], "precision": ["bf16", "fp32"]})
     assert "1 on **cuda:0** in **bf16**" in describe_devices(mixed)
+
+
+def test_a_grid_of_folds_is_described_as_a_cross_validation():
+    from types import SimpleNamespace
+
+    from seglib.report.prose import describe_runs
+
+    summary = {"runs": 4, "hits": 0, "trained": 4, "seconds": 12.0}
+    runs = pd.DataFrame({"device": ["cpu"] * 4, "precision": ["bf16"] * 4, "fold": [0, 1, 2, 3]})
+    cases = pd.DataFrame({"case_id": [f"p{i}" for i in range(10)]})
+    text = describe_runs(SimpleNamespace(summary=summary, runs=runs, cases=cases))
+    assert "the 4 folds of a patient-level cross-validation" in text and "pool 10 patients" in text
+    assert "averages the 4 models" in text
+    one = SimpleNamespace(summary=summary, runs=runs.assign(fold=0), cases=cases)
+    assert "cross-validation" not in describe_runs(one)
+    assert "cross-validation" not in describe_runs(SimpleNamespace(summary=summary, runs=runs.drop(columns="fold"),
+                                                                   cases=cases))

@@ -87,7 +87,21 @@ def describe_runs(grid) -> str:
     runs = grid.runs
     text = (f"{s['runs']} runs: {s['hits']} read from the cache, {s['trained']} trained now "
             f"({s['seconds']:.0f} s).")
-    return text + " " + describe_devices(runs)
+    return text + " " + describe_devices(runs) + describe_folds(grid)
+
+
+def describe_folds(grid) -> str:
+    """For a grid that sweeps ``data.fold``: that its results are a cross-validation (every patient scored
+    once, by the fold that did not train on it) and that ``seglib predict`` averages the folds; else ""."""
+    runs = grid.runs
+    if "fold" not in runs or runs["fold"].nunique() < 2:
+        return ""
+    n = runs["fold"].nunique()
+    patients = grid.cases["case_id"].nunique() if "case_id" in grid.cases else 0
+    return (f" The runs are the {n} folds of a patient-level cross-validation: each fold's model is scored on "
+            f"the patients it did not train on, so the per-volume results below pool {patients} patients, each "
+            f"validated once (not the held-out patients of one split, named above). For new patients, `seglib "
+            f"predict` with every fold's run (`--run` once each) averages the {n} models.")
 
 
 def describe_devices(runs: pd.DataFrame) -> str:
