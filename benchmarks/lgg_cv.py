@@ -16,7 +16,7 @@ its runs), on patients none of them saw, beside each fold's model alone and the 
 average over the mean of the single folds. With one folder split in two (links to the patients of each part),
 this is a nested evaluation of the fold ensemble.
 
-    .venv/bin/python benchmarks/lgg_cv.py --data-dir ../shared/data/lgg [--folds 4] [--executor dask]
+    .venv/bin/python benchmarks/lgg_cv.py --data-dir ../shared/data/lgg [--folds 5] [--executor dask]
         [--params params/brain/real-cpu.yaml] [-p train.epochs=40 ...] [--held-out DIR]
 
 ``--executor dask`` trains the folds side by side (a LocalCluster of ``--workers`` processes,
