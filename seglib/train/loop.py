@@ -145,14 +145,16 @@ def _chunked_logits(model: nn.Module, loader: Any, device: torch.device, precisi
             start += n
         pending.clear()
 
-    target = None
+    target, count = None, 0
     for batch in loader:
         x, y = _unpack(batch)
         if target is None:
             target = _chunk_target(x)
-        if pending and sum(b[0].shape[0] for b in pending) + x.shape[0] > target:
+        if pending and count + x.shape[0] > target:
             yield from flush()
+            count = 0
         pending.append((x, y))
+        count += x.shape[0]
     if pending:
         yield from flush()
 
