@@ -3,6 +3,9 @@ the A5 sampler study and the tables / claims, on tiny synthetic phantoms."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +123,32 @@ def test_memory_and_time_in_process_and_cached(tmp_path):
     again = memory_and_time([8], ("3d", "2+1d"), batch=1, features=(2, 4), steps=1, device="cpu",
                             precision="fp32", cache_dir=tmp_path, fresh_process=False)
     pd.testing.assert_frame_equal(again, pd.read_csv(files[0]))
+
+
+def test_memory_cache_is_keyed_by_the_measuring_code(tmp_path, monkeypatch):
+    """A change to the models or the step is measured anew, not served from the old CSV."""
+    from seglib.studies.stroke import measure
+
+    args = dict(sizes=[8], conv_modes=("3d",), batch=1, features=(2, 4), steps=1, device="cpu", precision="fp32",
+                cache_dir=tmp_path, fresh_process=False)
+    measure.memory_and_time(**args)
+    code = measure.measuring_code()
+    assert len(code) == 16 and code == measure.measuring_code()
+    monkeypatch.setattr(measure, "measuring_code", lambda: "changed-code-000")
+    measure.memory_and_time(**args)
+    assert len(list(tmp_path.glob("memory-*.csv"))) == 2
+
+
+def test_preload_imports_what_a_step_needs_without_starting_torch_threads():
+    """The measuring parent forks a child per configuration: what the steps import lazily is imported once
+    before (torch._dynamo by the first optimiser step), in a process that never runs a torch operation."""
+    code = ("import sys, threading; from seglib.studies.stroke.step import preload, measure_step; preload(); "
+            "n = threading.active_count(); before = set(sys.modules); "
+            "measure_step(conv='3d', size=4, batch=1, features=[2, 4], steps=1, in_channels=1, device='cpu', "
+            "precision='fp32'); new = set(sys.modules) - before; "
+            "print(n, 'torch._dynamo' in before, len([m for m in new if m.startswith(('sympy', 'torch._dynamo'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True", "0"], out
 
 
 def test_memory_and_time_fresh_process_reports_non_negative_peak():

@@ -6,7 +6,8 @@ samplers (A5).
 process (forked from one new interpreter, glibc told to return freed blocks at once) whose resident set is
 sampled every 0.5 ms during the steps; the peak minus the size before the model was built is
 reported, so configurations do not inherit each other's peak. Results are cached as CSV, keyed by
-every parameter and the torch version, so re-rendering the report does not measure again.
+every parameter, the torch version and the code that measures (:func:`measuring_code`), so re-rendering
+the report does not measure again and a change to the models or the step measures anew.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ MEMORY_COLUMNS = ["conv", "size", "peak_mem_mb", "time_per_step_s", "params", "p
 #: The measuring interpreter: it imports torch and the step once, then forks a child per configuration
 #: (one JSON line of arguments each on stdin) that measures and sends its row back through a pipe. The
 #: parent never runs a torch operation (no thread pool exists to be copied), so every child starts with
-#: nothing of another configuration, without paying the 2-3 s of imports each time. The child's first
+#: nothing of another configuration, without paying the 2-3 s of imports each time (the modules the
+#: steps import lazily too: :func:`~seglib.studies.stroke.step.preload`). The child's first
 #: step (a 8³ model of the first two widths) pages in the code and starts the thread pool: without it the
 #: peak of a 16³ step was 108 MiB of which about 95 were that first use, the same for every configuration.
 _FORKING_MEASURER = r"""
 import json, os, sys
 import torch
-from seglib.studies.stroke.step import CPU_PEAK_SOURCE, FRESH_PEAK_SOURCE, measure_step
+from seglib.studies.stroke.step import CPU_PEAK_SOURCE, FRESH_PEAK_SOURCE, measure_step, preload
+preload()
 for line in sys.stdin:
     if not line.strip():
         continue
@@ -69,6 +72,16 @@ for line in sys.stdin:
         data = json.dumps({"error": f"the measuring child ended with status {status} and no result"}).encode()
     print("RESULT " + data.decode(), flush=True)
 """
+
+
+def measuring_code() -> str:
+    """Fingerprint of the code a measurement runs: the training-side library (models, blocks, losses,
+    precision rules) and this study's step and measurement modules (outside that scope)."""
+    from seglib.fingerprint import code_fingerprint, file_digest
+
+    here = Path(__file__).resolve()
+    return stable_hash([code_fingerprint("train"), file_digest(here), file_digest(here.with_name("step.py"))],
+                       length=16)
 
 
 def _measure_fresh_many(configs: Sequence[dict]) -> list[dict]:
@@ -120,7 +133,7 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     prec = resolve_precision(precision, dev)
     params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
               "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
-              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "version": 4}
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "code": measuring_code(), "version": 4}
     path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
     if path is not None and path.is_file():
         log.info("memory/time measurement read from %s", path)
