@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,6 +207,12 @@ def test_brain_notebook_runs_a_one_configuration_grid(tmp_path, monkeypatch):
     results = pd.read_csv(out / "tables" / "c-results.csv")
     assert len(results) == 1 and results["configuration"].iloc[0] == "U-Net + Dice + Adam"
     assert (out / "figures" / "c6-adam-sgd.png").stat().st_size > 1000
+    # nobody watches a kernel papermill runs: each epoch logs one line, and draws no progress bar
+    outputs = "".join("".join(o.get("text", "")) for c in json.loads(p.executed_notebook("brain").read_text())["cells"]
+                      for o in c.get("outputs", []))
+    assert re.search(r"seglib\.train\.loop: epoch 1/\d+ ", outputs), outputs[:2000]
+    assert not re.search(r"epoch 1/\d+: +\d+%\|", outputs), outputs[:2000]
+    assert "SEGLIB_BATCH" not in os.environ
 
 
 def test_smoke_results_are_the_pinned_ones(smoke_build):

@@ -121,12 +121,13 @@ _ENV_LOCK = threading.Lock()
 @contextlib.contextmanager
 def _kernel_env(cfg: StudyConfig):
     """The executor settings, for the kernel, in ``$SEGLIB_EXECUTOR`` (the notebooks' parameters stay as they
-    are; :func:`seglib.studies.collect.run_grid` reads it). Kernels started side by side by
-    :func:`run_notebooks` share this process's environment, so they must agree on it."""
-    from seglib.runs.executors import ENV, to_env
+    are; :func:`seglib.studies.collect.run_grid` reads it), and :data:`BATCH_ENV`. Kernels started side by
+    side by :func:`run_notebooks` share this process's environment, so they must agree on it."""
+    from seglib.runs.executors import BATCH_ENV, ENV, to_env
 
     value = to_env(cfg.executor).get(ENV)
     with _ENV_LOCK:
+        os.environ[BATCH_ENV] = "1"
         before = os.environ.get(ENV)
         if before is not None and before != value and _kernel_env.users:
             raise ValueError(f"notebooks executed side by side with different executors ({before} and {value}): "
@@ -143,6 +144,7 @@ def _kernel_env(cfg: StudyConfig):
             _kernel_env.users -= 1
             if not _kernel_env.users:
                 os.environ.pop(ENV, None)
+                os.environ.pop(BATCH_ENV, None)
 
 
 _kernel_env.users = 0

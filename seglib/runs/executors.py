@@ -17,6 +17,11 @@ from pathlib import Path
 from seglib.config import ConfigError, ExecutorConfig, as_dict, build_section
 
 ENV = "SEGLIB_EXECUTOR"
+#: ``1`` in the environment of the kernels that papermill starts (:mod:`seglib.report.notebooks`): nobody
+#: watches those notebooks while they run, so :func:`seglib.studies.collect.run_grid` leaves out the
+#: per-epoch progress bars (seven stream messages an epoch: study A's quick grid cell held 3,673 outputs,
+#: each recorded by papermill); each epoch's log line and the bar of the runs stay
+BATCH_ENV = "SEGLIB_BATCH"
 
 
 def executor_settings(default: ExecutorConfig | None = None) -> ExecutorConfig:

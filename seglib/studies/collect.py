@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,14 +60,16 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     changes none of their keys."""
     from seglib.config import ExecutorConfig
     from seglib.runs import RunCache, axis_name, cell_label, execute
-    from seglib.runs.executors import executor_settings, open_executor
+    from seglib.runs.executors import BATCH_ENV, executor_settings, open_executor
 
     if isinstance(executor, str):
         executor = ExecutorConfig(name=executor)
     ex = executor or executor_settings(cfg.executor)
     specs, axes = grid_specs(cfg, prepared)
     module = study_module(cfg.study)
-    fn = partial(train_cell, module=module, prepared=prepared, progress=progress)
+    # per-epoch bars only where someone watches: not in a kernel that seglib run / report executes
+    epoch_bars = progress and os.environ.get(BATCH_ENV) != "1"
+    fn = partial(train_cell, module=module, prepared=prepared, progress=epoch_bars)
     log.info("%s: %d runs, executor %s", cfg.study, len(specs), ex.name)
     with open_executor(ex, data_dir=prepared.root, project=paths.root, build=paths.build, runs=paths.runs,
                        study=cfg.study) as remote:
