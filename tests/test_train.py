@@ -486,3 +486,28 @@ def test_checkpoints_are_written_at_most_once_an_interval(data, tmp_path, monkey
     monkeypatch.setenv(T.ENV_CHECKPOINT_EVERY, "soon")
     with pytest.raises(ValueError, match="SEGLIB_CHECKPOINT_EVERY_S='soon': expected seconds"):
         T.checkpoint_interval()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
+def test_adam_updates_all_tensors_at_once_with_the_loops_bits(weight_decay):
+    """``build_optimizer``'s Adam takes the foreach path (fewer, larger operations) and gives the very weights
+    of torch's per-tensor loop, so the faster optimiser changed no result."""
+    from seglib.nn.unet import build_model
+    from seglib.train.settings import build_optimizer
+
+    def trained(make_opt):
+        torch.manual_seed(0)
+        model = build_model("unet", spatial_dims=2, in_channels=1, out_channels=1, features=(4, 8, 16))
+        opt = make_opt(model.parameters())
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(12):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return opt, [p.detach() for p in model.parameters()]
+
+    settings = TrainSettings(epochs=1, lr=3e-3, weight_decay=weight_decay)
+    opt, ours = trained(lambda ps: build_optimizer(ps, settings))
+    assert opt.defaults["foreach"] is True
+    _, loop = trained(lambda ps: torch.optim.Adam(ps, lr=3e-3, weight_decay=weight_decay, foreach=False))
+    assert all(torch.equal(a, b) for a, b in zip(ours, loop))

@@ -15,8 +15,12 @@ import torch
 from seglib.registry import look_up, suggest
 from seglib.train.device import PRECISIONS
 
+#: Adam updates all parameters with one ``_foreach`` call per operation instead of a loop over the tensors: on a
+#: CPU the same bits as the loop (tested), 2.5 -> 1.5 ms a step for study B's quick U-Net (50 tensors) and 4.0 ->
+#: 3.0 ms for C's (64), one thread, native bf16 (CUDA picks it by default). SGD stays the loop: without momentum
+#: the foreach path measured slower.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
+    "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, foreach=True),
     "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
 }
 
