@@ -162,3 +162,41 @@ def test_an_unknown_random_transform_keeps_monais_seeding():
     aug.set_random_state(5)
     aug.set_random_state(6)
     assert not aug._in_place and aug.transforms[1].extra is not None
+
+
+@pytest.mark.parametrize("study,params", [("prostate", {}), ("prostate", {"rotate_prob": 1.0, "flip_prob": 1.0}),
+                                          ("prostate", {"rotate_prob": 0.0, "flip_prob": 0.0}), ("brain", {}),
+                                          ("brain", {"scale": 0.2, "rotate_degrees": 40.0})])
+def test_a_batch_is_augmented_at_once_with_the_bits_of_one_item_at_a_time(study, params):
+    """``SliceDataset.__getitems__`` (what a ``DataLoader`` calls for a batch) draws each item's parameters as
+    MONAI's transforms do and resamples the batch in one call per key: the very tensors of ``ds[i]``."""
+    rng = np.random.default_rng(1)
+    channels = 1 if study == "prostate" else 3
+    images = rng.random((12, channels, 20, 28), dtype=np.float32)
+    masks = (rng.random((12, 1, 20, 28)) > 0.7).astype(np.float32)
+    ds = SliceDataset(images, masks, build_augmentation(study, **params), seed=4)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        order = [5, 0, 11, 3, 3, 8, 1]
+        one, batch = [ds[i] for i in order], ds.__getitems__(order)
+        for a, b in zip(one, batch):
+            assert a["index"] == b["index"]
+            assert all(torch.equal(a[k], b[k]) and b[k].dtype == torch.float32 for k in ("image", "mask"))
+        changed = [not torch.equal(a["image"], torch.as_tensor(images[a["index"]])) for a in one]
+        assert any(changed) == (params.get("rotate_prob", 0.5) + params.get("flip_prob", 0.5) > 0)
+    loader = DataLoader(ds, batch_size=4)
+    stacked = torch.stack([ds[i]["image"] for i in range(4)])
+    assert torch.equal(next(iter(loader))["image"], stacked)
+
+
+def test_a_transform_without_a_batched_form_augments_item_by_item():
+    from monai.transforms import RandGaussianNoised
+
+    from seglib.data.transforms import Augmentation
+
+    images, masks = _slices()
+    aug = Augmentation("none", [RandGaussianNoised(keys=["image"], prob=1.0, std=0.5)])
+    ds = SliceDataset(images, masks, aug, seed=2)
+    one, batch = [ds[i] for i in range(6)], ds.__getitems__(list(range(6)))
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(one, batch))
+    assert not torch.equal(batch[0]["image"], torch.as_tensor(images[0]))
