@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,15 @@ def notebook_breakdown(build: Path, top: int = 4) -> list[dict]:
     return rows
 
 
+def steal_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds the hypervisor gave to others (``steal``, all cores) since boot; None where not known."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_report(profile: str, base: Path, root: Path, renderer: str, pdf: bool, timeout: float | None,
                log: Path) -> dict:
     cmd = [sys.executable, "-m", "seglib.cli", "report", "--profile", profile, "--quiet", "--renderer", renderer]
@@ -123,14 +133,18 @@ def run_report(profile: str, base: Path, root: Path, renderer: str, pdf: bool, t
         cmd.append("--no-pdf")
     env = dict(os.environ, SEGLIB_BUILD=str(base / "build"), SEGLIB_ROOT=str(root))
     env.pop("OMP_NUM_THREADS", None)  # the report runs as a user would run it
+    before, steal_before = resource.getrusage(resource.RUSAGE_CHILDREN), steal_seconds()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     wall = time.perf_counter() - t0
+    after, steal_after = resource.getrusage(resource.RUSAGE_CHILDREN), steal_seconds()
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    steal = None if steal_before is None or steal_after is None else steal_after - steal_before
     log.write_text(f"$ {' '.join(cmd)}\n# exit {proc.returncode}, {wall:.1f} s\n--- stdout\n{proc.stdout}\n"
                    f"--- stderr\n{proc.stderr}")
     if proc.returncode != 0:
         raise RuntimeError(f"seglib report failed (exit {proc.returncode}); see {log}:\n{proc.stderr[-1500:]}")
-    return {"wall_s": wall, **parse_output(proc.stdout)}
+    return {"wall_s": wall, "cpu_s": cpu, "steal_s": steal, **parse_output(proc.stdout)}
 
 
 def main(argv=None) -> int:
@@ -161,6 +175,9 @@ def main(argv=None) -> int:
             r = run_report(profile, base, root, args.renderer, args.pdf, args.timeout,
                            base / f"{label.split()[0]}.log")
             rows.append({"run": label, "profile": profile, "wall_s": r["wall_s"],
+                         # CPU seconds of the report and every process it waited for (kernels, measurements):
+                         # what the code costs, less moved by other processes than the wall time
+                         "cpu_s": r["cpu_s"], "steal_s": r["steal_s"],
                          "report_built_s": r["report_built_s"], "renderer": r["renderer"],
                          "executed": ", ".join(f"{k} {v:.0f} s" for k, v in r["executed_s"].items()) or "-",
                          "up_to_date": ", ".join(r["up_to_date"]) or "-"})

@@ -210,6 +210,18 @@ def test_parse_report_output():
                    "renderer": "fallback"}
 
 
+def test_steal_seconds_reads_the_cpu_line(tmp_path):
+    import os
+
+    stat = tmp_path / "stat"
+    hz = os.sysconf("SC_CLK_TCK")
+    stat.write_text(f"cpu  100 0 50 900 3 0 1 {7 * hz} 0 0\ncpu0 50 0 25 450 1 0 0 0 0 0\n")
+    assert end_to_end.steal_seconds(stat) == pytest.approx(7.0)
+    stat.write_text("intr 1 2 3\n")
+    assert end_to_end.steal_seconds(stat) is None
+    assert end_to_end.steal_seconds(tmp_path / "missing") is None
+
+
 def test_safe_to_empty_only_bench_folders_under_build(tmp_path):
     assert end_to_end.safe_to_empty(bc.REPO / "build" / "bench_e2e")
     assert not end_to_end.safe_to_empty(bc.REPO / "build")
