@@ -242,3 +242,28 @@ def test_open_study_resolves_the_configuration_seglib_run_validated(tmp_path):
     assert open_study("prostate", output_dir=tmp_path / "b").cfg.hash == quick.hash
     with pytest.raises(TypeError, match="overrides must be a dict of sections"):
         open_study("prostate", "quick", ["train.epochs=1"], tmp_path / "c")
+
+
+def test_a_child_process_output_reaches_the_notebook_once_and_not_the_terminal(tmp_path, capfd, monkeypatch):
+    """What a kernel's child process writes to its file descriptors (a Dask worker's log line) is in the executed
+    notebook, and ipykernel's second copy goes to the kernel log, not to the terminal of ``seglib run``."""
+    import papermill as pm
+
+    from seglib.report.notebooks import ensure_kernel, logged_kernel_manager
+
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # ipykernel watches no file descriptor under pytest
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import sys; sys.stderr.write(\"FROM-CHILD\\\\n\")'], check=True)\n"
+        "import time; time.sleep(1)  # ipykernel reads the pipe in a thread: let it forward before the cell ends")]
+    src, out, klog = tmp_path / "in.ipynb", tmp_path / "out.ipynb", tmp_path / "kernel.log"
+    nbformat.write(nb, src)
+    with open(klog, "wb") as fh:
+        pm.execute_notebook(str(src), str(out), kernel_name=ensure_kernel(), log_output=False, progress_bar=False,
+                            kernel_manager_class=logged_kernel_manager(fh))
+    outputs = "".join("".join(o.get("text", "")) for o in nbformat.read(out, 4).cells[0].outputs)
+    assert outputs.count("FROM-CHILD") == 1, outputs
+    assert "FROM-CHILD" in klog.read_text()
+    assert "FROM-CHILD" not in capfd.readouterr().err

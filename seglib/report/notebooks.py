@@ -115,6 +115,30 @@ def _publish(staged_nb: Path, staged_results: Path, nb: Path, results: Path) -> 
     shutil.rmtree(old, ignore_errors=True)
 
 
+def kernel_log(p: Paths, study: str) -> Path:
+    """Where the kernel that executes ``study``'s notebook writes its own stdout and stderr."""
+    return p.build / "logs" / f"{study}-kernel.log"
+
+
+def logged_kernel_manager(log_file):
+    """jupyter_client's ``AsyncKernelManager`` (nbclient's default) whose kernel writes its own stdout and stderr
+    to the open file ``log_file`` instead of this process's.
+
+    ipykernel sends what child processes write to the kernel's file descriptors (a Dask worker's log lines, a
+    library's C code) to the notebook **and** to the kernel's own stderr; with the kernel on the terminal every such
+    line was printed twice by ``seglib run`` (once more by papermill's ``--log-output``) and ``--quiet`` still showed
+    it. The notebook keeps its copy; the second one lands in the log file."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log_file)
+            kw.setdefault("stderr", log_file)
+            return await super().start_kernel(**kw)
+
+    return LoggedKernelManager
+
+
 _ENV_LOCK = threading.Lock()
 
 
@@ -181,12 +205,14 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
         staged_nb, staged_results = stage / f"{cfg.study}.ipynb", stage / cfg.study
         log.info("executing %s -> %s (kernel %s, profile %s, executor %s)", src, out, kernel, cfg.profile,
                  cfg.executor.name)
+        klog = kernel_log(p, cfg.study)
+        klog.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _kernel_env(cfg):
+            with _kernel_env(cfg), open(klog, "wb") as kernel_out:
                 pm.execute_notebook(
                     str(src), str(staged_nb), parameters=notebook_parameters(cfg, staged_results),
                     kernel_name=kernel, language="python", log_output=log_output, progress_bar=progress_bar,
-                    cwd=str(p.root),
+                    cwd=str(p.root), kernel_manager_class=logged_kernel_manager(kernel_out),
                 )
         except PapermillExecutionError as e:
             failed = p.build / "failed" / f"{cfg.study}.ipynb"
@@ -197,9 +223,11 @@ def run_notebook(cfg: StudyConfig, p: Paths | None = None, *, log_output: bool =
             earlier = " The earlier successful build is kept as it was." if out.is_file() else ""
             raise NotebookFailed(
                 f"{cfg.study}: cell {e.cell_index} (execution count {e.exec_count}) raised {e.ename}: {e.evalue}. "
-                f"The executed notebook is kept at {failed}.{earlier}") from None
+                f"The executed notebook is kept at {failed}, the kernel's own output at {klog}.{earlier}") from None
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
+            if klog.is_file() and klog.stat().st_size:
+                log.warning("%s: the kernel's own output is in %s", cfg.study, klog)
             raise
         staged_results.mkdir(parents=True, exist_ok=True)
         _stamp_file(p, cfg.study).unlink(missing_ok=True)
