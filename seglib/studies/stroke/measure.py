@@ -133,7 +133,8 @@ def memory_and_time(sizes: Sequence[int], conv_modes: Sequence[str] = ("3d", "2+
     prec = resolve_precision(precision, dev)
     params = {"what": "stroke memory_and_time", "sizes": [int(s) for s in sizes], "conv": list(conv_modes),
               "batch": int(batch), "features": [int(f) for f in features], "steps": int(steps), "device": str(dev),
-              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__, "code": measuring_code(), "version": 4}
+              "precision": prec, "in_channels": int(in_channels), "torch": torch.__version__,
+              "code": measuring_code(), "version": 4}
     path = Path(cache_dir) / f"memory-{stable_hash(params, length=16)}.csv" if cache_dir else None
     if path is not None and path.is_file():
         log.info("memory/time measurement read from %s", path)
