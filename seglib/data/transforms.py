@@ -34,7 +34,7 @@ from monai.networks.layers import AffineTransform
 from monai.transforms import (AffineGrid, Compose, Flip, MapTransform, RandFlipd, Randomizable, RandomizableTransform,
                               RandRotated, Resample)
 from monai.transforms.utils import create_rotate, create_translate, resolves_modes
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_to_dst_type, get_equivalent_dtype
 from torch.utils.data import Dataset
 
 from seglib.data.sampling import sample_slices
@@ -114,7 +114,7 @@ class RandScaleRotated(RandomizableTransform, MapTransform):
         for zoom, angle in draws:
             grid = AffineGrid(rotate_params=angle, scale_params=(1.0 / zoom,) * 2)(spatial_size=size)
             grids.append(grid[0] if isinstance(grid, tuple) else grid)
-        dtype = getattr(torch, np.dtype(self.resample.dtype).name)  # Resample's computation dtype (float64)
+        dtype = get_equivalent_dtype(self.resample.dtype, torch.Tensor)  # Resample's computation dtype (float64)
         grid_t = torch.stack(grids)[:, [1, 0]].movedim(1, -1).to(dtype).contiguous()  # (N, H, W, 2): x then y
         for i, dim in enumerate(size[::-1]):
             grid_t[..., i] *= 2.0 / max(2, dim)
@@ -140,7 +140,7 @@ def _rotate_batch(t: RandRotated, batch: dict[str, torch.Tensor], draws) -> dict
         return batch
     out = dict(batch)
     for key, mode, padding_mode, align_corners, dtype in zip(t.keys, t.mode, t.padding_mode, t.align_corners, t.dtype):
-        x = batch[key][rows].to(getattr(torch, np.dtype(dtype).name) if not isinstance(dtype, torch.dtype) else dtype)
+        x = batch[key][rows].to(get_equivalent_dtype(dtype, torch.Tensor))
         size = np.asarray(x.shape[2:])
         shift = create_translate(2, ((size - 1) / 2).tolist())
         shift_back = create_translate(2, (-(size.astype(int) - 1) / 2).tolist())
@@ -149,9 +149,14 @@ def _rotate_batch(t: RandRotated, batch: dict[str, torch.Tensor], draws) -> dict
         _, interp, pad, _ = resolves_modes(mode, padding_mode)
         xform = AffineTransform(normalized=False, mode=interp, padding_mode=pad, align_corners=align_corners,
                                 reverse_indexing=True)
-        value = batch[key].clone()
-        value[rows] = xform(x, theta, spatial_size=tuple(int(v) for v in size)).float()
-        out[key] = value
+        out[key] = _with_rows(batch[key], rows, xform(x, theta, spatial_size=tuple(int(v) for v in size)).float())
+    return out
+
+
+def _with_rows(batch: torch.Tensor, rows: list[int], new: torch.Tensor) -> torch.Tensor:
+    """A copy of ``batch`` whose items ``rows`` are ``new`` (the items a random transform applied to)."""
+    out = batch.clone()
+    out[rows] = new
     return out
 
 
@@ -170,9 +175,7 @@ def _flip_batch(t: RandFlipd, batch: dict[str, torch.Tensor], draws) -> dict:
     flip = Flip(spatial_axis=t.flipper.spatial_axis)
     for key in t.keys:
         x = batch[key][rows]
-        value = batch[key].clone()
-        value[rows] = torch.as_tensor(flip(x.reshape(-1, *x.shape[2:]))).reshape(x.shape)
-        out[key] = value
+        out[key] = _with_rows(batch[key], rows, torch.as_tensor(flip(x.reshape(-1, *x.shape[2:]))).reshape(x.shape))
     return out
 
 
@@ -180,7 +183,7 @@ def _flip_batch(t: RandFlipd, batch: dict[str, torch.Tensor], draws) -> dict:
 _BATCHED: dict[type, tuple[Callable, Callable]] = {
     RandRotated: (_draw_rotate, _rotate_batch),
     RandFlipd: (_draw_flip, _flip_batch),
-    RandScaleRotated: (RandScaleRotated.draw, lambda t, batch, draws: t.apply_batch(batch, draws)),
+    RandScaleRotated: (RandScaleRotated.draw, RandScaleRotated.apply_batch),
 }
 
 
