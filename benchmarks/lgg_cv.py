@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executor", default="local", choices=("local", "dask"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--only", default=None, metavar="K,K",
+                    help="train and score only these folds (e.g. 0,1), a quicker look before the full cross-validation; "
+                         "the pooled rows then cover their patients only")
     ap.add_argument("--held-out", default=None, metavar="DIR",
                     help="a kaggle_3m folder of other patients (none of --data-dir's): the average of every fold's "
                          "model (what `seglib predict` applies) and each fold's model alone are scored on them")
@@ -84,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         args.folds = load("brain", args.params, args.overrides, data_dir=args.data_dir).data.folds or 5
     cfg = load("brain", args.params, [*args.overrides, f"data.folds={args.folds}"], data_dir=args.data_dir)
     folds = list(range(args.folds))
+    if args.only is not None:
+        try:
+            only = sorted({int(k) for k in args.only.split(",")})
+        except ValueError:
+            only = [-1]
+        if not only or not set(only) <= set(folds):
+            print(f"lgg_cv: --only {args.only}: expected folds among 0-{args.folds - 1}, separated by commas")
+            return 2
+        folds = only
     grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
     executor = ExecutorConfig(name=args.executor, workers=args.workers if args.executor == "dask" else None)
     cfg = dataclasses.replace(cfg, grid=tuple(grid))
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                           "train wall s": max(w for *_, w, _ in members),
                           **{f"DSC {v}": float(np.nanmean(sc)) for v, sc in scores.items()}})
     eval_s = time.perf_counter() - t1
-    print(f"lgg_cv: {len(prepared.cases)} patients, {args.folds} folds, profile {Path(args.params).name} "
+    print(f"lgg_cv: {len(prepared.cases)} patients, {args.folds} folds{f' (only {args.only})' if args.only else ''}, profile {Path(args.params).name} "
           f"{' '.join(args.overrides)}; training {train_s:.0f} s ({args.executor}), evaluation {eval_s:.0f} s; "
           f"{'native bf16' if bc.cpu_info()['native_bf16'] else 'no native bf16'}, {bc.cpu_info()['cores']} cores")
     print(bc.format_table(fold_rows))

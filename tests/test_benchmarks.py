@@ -285,3 +285,11 @@ def test_conv2p1d_layouts_per_precision():
     assert conv2p1d.layouts_for(["contiguous"], "bf16") == ("contiguous",)
     with pytest.raises(SystemExit, match="--layouts sideways"):
         conv2p1d.layouts_for(["sideways"], "fp32")
+
+
+@pytest.mark.parametrize("only", ["5", "0,x", ","])
+def test_lgg_cv_refuses_folds_the_split_does_not_have(only, tmp_path, capsys):
+    import lgg_cv
+
+    assert lgg_cv.main(["--data-dir", str(tmp_path), "--only", only]) == 2
+    assert f"--only {only}: expected folds among 0-4" in capsys.readouterr().out
