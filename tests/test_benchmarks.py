@@ -277,6 +277,16 @@ def test_notebook_breakdown_sums_cells_and_runs(tmp_path):
     assert row["runs_rest_s"] == pytest.approx(1.0) and row["longest cells"].startswith("grid = session.run() 7.5 s")
 
 
+def test_missed_reason_gives_the_cpu_floor_and_the_epochs_share():
+    cold = {"wall_s": 337.0, "cpu_s": 630.0}
+    notebooks = [{"cells_s": 600.0, "epochs_train_s": 400.0, "epochs_val_s": 80.0},
+                 {"cells_s": 300.0, "epochs_train_s": 220.0, "epochs_val_s": 60.0}]
+    text = end_to_end.missed_reason(cold, notebooks, cores=2)
+    assert "630 CPU s, at least 315 s on 2 cores" in text and "(93% of the 2 cores' time" in text
+    assert "were 84% of the notebooks' 900 cell-seconds (training 620 s, per-epoch validation 140 s)" in text
+    assert "nan" not in end_to_end.missed_reason(cold, notebooks, cores=4)
+
+
 def test_conv2p1d_layouts_per_precision():
     assert conv2p1d.layouts_for(None, "fp32") == conv2p1d.LAYOUTS
     spec = ["bf16=channels_last_3d", "fp32=contiguous"]
