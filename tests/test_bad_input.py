@@ -436,3 +436,11 @@ def test_a_kernel_that_ignores_the_interrupt_is_stopped_after_the_grace():
         stop_child_processes([future], grace=1.0)
         assert future.done() and child.returncode is not None  # terminated, not left to sleep 120 s
         assert time.time() - t0 < 15
+
+
+def test_intensity_augmentation_needs_the_spatial_one_and_a_2d_study():
+    with pytest.raises(ConfigError, match=r"data.augment_intensity = true: .*set data.augment: true"):
+        load("brain", None, ["data.augment=false", "data.augment_intensity=true"])
+    with pytest.raises(ConfigError, match=r"data.augment_intensity = True: study 'stroke' trains without augmentation"):
+        load("stroke", None, ["data.augment_intensity=true"])
+    assert load("prostate", None, ["data.augment=true", "data.augment_intensity=true"]).data.augment_intensity

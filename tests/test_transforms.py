@@ -166,7 +166,8 @@ def test_an_unknown_random_transform_keeps_monais_seeding():
 
 @pytest.mark.parametrize("study,params", [("prostate", {}), ("prostate", {"rotate_prob": 1.0, "flip_prob": 1.0}),
                                           ("prostate", {"rotate_prob": 0.0, "flip_prob": 0.0}), ("brain", {}),
-                                          ("brain", {"scale": 0.2, "rotate_degrees": 40.0})])
+                                          ("brain", {"scale": 0.2, "rotate_degrees": 40.0}),
+                                          ("brain", {"intensity": True}), ("prostate", {"intensity": True})])
 def test_a_batch_is_augmented_at_once_with_the_bits_of_one_item_at_a_time(study, params):
     """``SliceDataset.__getitems__`` (what a ``DataLoader`` calls for a batch) draws each item's parameters as
     MONAI's transforms do and resamples the batch in one call per key: the very tensors of ``ds[i]``."""
@@ -200,3 +201,38 @@ def test_a_transform_without_a_batched_form_augments_item_by_item():
     one, batch = [ds[i] for i in range(6)], ds.__getitems__(list(range(6)))
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(one, batch))
     assert not torch.equal(batch[0]["image"], torch.as_tensor(images[0]))
+
+
+def test_intensity_augmentation_changes_the_image_alone_as_drawn():
+    """``RandIntensityd``: each part applied at its probability, the mask untouched, contrast kept within the
+    channel's range, gamma keeping the channel's mean and standard deviation, the noise a function of the draws."""
+    from seglib.data.transforms import RandIntensityd
+
+    t = RandIntensityd(("image",))
+    t.set_random_state(0)
+    draws = [t.draw() for _ in range(4000)]
+    rates = {k: np.mean([d[k] is not None for d in draws]) for k in draws[0]}
+    for k, p in (("brightness", 0.15), ("contrast", 0.15), ("gamma", 0.3), ("noise", 0.1)):
+        assert abs(rates[k] - p) < 0.03, (k, rates[k])
+    x = torch.as_tensor(np.random.default_rng(0).standard_normal((2, 16, 16)).astype(np.float32))
+    none = {"brightness": None, "contrast": None, "gamma": None, "noise": None}
+    assert t.apply(x, none) is x
+    assert torch.allclose(t.apply(x, {**none, "brightness": 1.2}), 1.2 * x)
+    c = t.apply(x, {**none, "contrast": 1.25})
+    assert (c.amin(dim=(1, 2)) >= x.amin(dim=(1, 2))).all() and (c.amax(dim=(1, 2)) <= x.amax(dim=(1, 2))).all()
+    assert (c.std(dim=(1, 2)) > x.std(dim=(1, 2))).all()
+    g = t.apply(x, {**none, "gamma": 0.7})
+    assert not torch.allclose(g, x)
+    assert torch.allclose(g.mean(dim=(1, 2)), x.mean(dim=(1, 2)), atol=1e-5)
+    assert torch.allclose(g.std(dim=(1, 2)), x.std(dim=(1, 2)), atol=1e-5)
+    n1, n2 = (t.apply(x, {**none, "noise": (0.3, 5)}) for _ in range(2))
+    assert torch.equal(n1, n2) and not torch.equal(n1, t.apply(x, {**none, "noise": (0.3, 6)}))
+    assert 0.2 < float((n1 - x).std()) < 0.4
+    rng = np.random.default_rng(3)
+    item = {"image": rng.random((3, 24, 24), dtype=np.float32), "mask": (rng.random((1, 24, 24)) > 0.7).astype(np.float32)}
+    plain = build_augmentation("brain", seed=9)(item)
+    both = build_augmentation("brain", seed=9, intensity=True)
+    outs = [both.set_random_state(s)(item) for s in range(40)]
+    assert torch.equal(outs[9]["mask"], plain["mask"])  # the spatial draws are the same; the mask is not touched
+    assert sum(not torch.equal(build_augmentation("brain", seed=s)(item)["image"], o["image"])
+               for s, o in enumerate(outs)) > 10

@@ -98,6 +98,9 @@ def _check_cell(study: str, cell: RunConfig) -> None:
         raise ConfigError(f"train.tta = {t.tta!r}, train.postprocess = {t.postprocess!r}: study 'stroke' evaluates "
                           f"with its sliding window as published; test-time flips and post-processing are options "
                           f"of the 2D studies (prostate, brain); allowed here: 'none'.")
+    if d.augment_intensity and not d.augment:
+        raise ConfigError("data.augment_intensity = true: it adds to the study's augmentation; set data.augment: true "
+                          "too.")
     if d.folds is not None and d.fold >= d.folds:
         raise ConfigError(f"data.fold = {d.fold}: expected 0 to {d.folds - 1} for data.folds = {d.folds}.")
     if d.folds is None and d.fold:

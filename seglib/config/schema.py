@@ -60,6 +60,9 @@ class DataConfig:
     samples_per_epoch: Optional[int] = field(default=None, metadata=_rng(1))
     slice_sampling: Literal["uniform", "lesion_weighted"] = "uniform"
     augment: bool = False
+    # 2D studies, with `augment`: nnU-Net's intensity augmentation of the image channels too (brightness,
+    # contrast, gamma, noise) after the study's spatial augmentation
+    augment_intensity: bool = False
     # nnunet only: the foreground of the binary task, a label of dataset.json by name or value (None: every
     # non-zero label)
     foreground: Union[int, str, None] = None
@@ -158,6 +161,7 @@ REMOVED_KEYS = {
 #: the data options each study uses: study → key → (the values it offers, why others are refused)
 STUDY_DATA_OPTIONS = {
     "stroke": {"augment": ((False,), "trains without augmentation (as published)"),
+               "augment_intensity": ((False,), "trains without augmentation (as published)"),
                "split": (("patient",), "splits by patient (3D volumes have no slice split)"),
                "slice_axis": ((2,), "is 3D: it cuts no slices"),
                "normalize": (("none", "zscore", "zscore_nonzero"), "offers no normalisation (as published), a "

@@ -38,7 +38,8 @@ def in_channels(arrays: dict) -> int:
 def datasets(arrays: dict, cell: RunConfig, augmentation: str):
     """Training slices (augmented, optionally drawn ∝ lesion area + uniform share) and validation slices."""
     d, seed = cell.data, cell.seed
-    transform = build_augmentation(augmentation, seed=seed) if d.augment else None
+    params = {"intensity": True} if d.augment_intensity else {}
+    transform = build_augmentation(augmentation, seed=seed, **params) if d.augment else None
     weights = groups = None
     if d.slice_sampling == "lesion_weighted":
         patients = arrays["train_patient"].astype(str)
