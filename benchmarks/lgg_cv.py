@@ -27,6 +27,7 @@ default 2, each run with the profile's ``train.cpu_threads``). Runs go to ``$SEG
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     from seglib.studies.pipeline import for_cell, prepare
     from seglib.train.device import cpu_threads
 
+    # everything the evaluation after training imports, imported now: the working tree edited while the folds
+    # train (tens of minutes) cannot then mix two versions of the code in one evaluation
+    for name in ("seglib.studies.brain.data", "seglib.data.preprocess", "seglib.data.readers", "seglib.studies.slices2d",
+                 "seglib.eval.metrics", "seglib.data"):
+        importlib.import_module(name)
     load1 = bc.load_average()[0]
     if args.folds is None:
         args.folds = load("brain", args.params, args.overrides, data_dir=args.data_dir).data.folds or 5
