@@ -102,7 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lgg_cv: --only {args.only}: expected folds among 0-{args.folds - 1}, separated by commas")
             return 2
         folds = only
-    grid = [{**block, "data.fold": folds} for block in (cfg.grid or ({},))]
+    # a run refit on every patient (data.refit) has no held-out patients to score: the cross-validation is of
+    # the recipe, with the validated cells alone
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, refit=False))
+    blocks = []
+    for b in cfg.grid or ({},):
+        kept = {k: v for k, v in b.items() if k != "data.refit"}
+        if False in b.get("data.refit", [False]) and kept not in blocks:
+            blocks.append(kept)
+    grid = [{**block, "data.fold": folds} for block in blocks or ({},)]
     executor = ExecutorConfig(name=args.executor, workers=args.workers if args.executor == "dask" else None)
     cfg = dataclasses.replace(cfg, grid=tuple(grid))
     p = paths(REPO)

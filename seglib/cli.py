@@ -142,6 +142,8 @@ def predict_hints(study: str, p, most: int = 2) -> list[str]:
         runs = json.loads((p.executed / study / "results.json").read_text())["provenance"]["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    refit = [r for r in runs if isinstance(r, dict) and r.get("refit")]
+    runs = refit or runs  # runs trained on every patient (data.refit) are the ones to apply
     groups: dict[str, list[tuple[str, str | None, str | None]]] = {}
     for r in runs:
         label, fold, seed = _ensemble_group(str(r.get("label", "")))
@@ -153,7 +155,7 @@ def predict_hints(study: str, p, most: int = 2) -> list[str]:
         flags = " ".join(f"--run {p.runs / study / k}" for k, _, _ in members)
         folds = sorted({f for _, f, _ in members if f is not None}, key=int)
         seeds = sorted({s for _, _, s in members if s is not None}, key=int)
-        name = label or "the configuration"
+        name = (label or "the configuration") + (" trained on every patient (data.refit)" if refit else "")
         if len(members) == 1:
             what = name
         elif len(folds) > 1 and len(seeds) > 1:

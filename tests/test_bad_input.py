@@ -444,3 +444,18 @@ def test_intensity_augmentation_needs_the_spatial_one_and_a_2d_study():
     with pytest.raises(ConfigError, match=r"data.augment_intensity = True: study 'stroke' trains without augmentation"):
         load("stroke", None, ["data.augment_intensity=true"])
     assert load("prostate", None, ["data.augment=true", "data.augment_intensity=true"]).data.augment_intensity
+
+
+def test_refit_is_refused_where_it_would_choose_on_seen_patients_or_leave_nothing_to_show():
+    refit = ["data.refit=true"]
+    with pytest.raises(ConfigError, match=r"data.refit = true: the run trains on its validation patients, so "
+                                          r"train.monitor = 'val_dice' would choose its epoch on patients it has seen"):
+        load("brain", None, refit)
+    with pytest.raises(ConfigError, match=r"data.refit = true in every run: .*grid: \[\{data.refit: \[false, true\]\}\]"):
+        load("brain", None, [*refit, "train.monitor=train_loss", "train.mode=min"])
+    with pytest.raises(ConfigError, match=r"data.refit = true: it trains on every patient, with data.split = 'patient' "
+                                          r"only \(got 'slice'\)"):
+        load("prostate", None, ["data.split=slice", "grid=[{data.refit: [false, true]}]", "train.monitor=train_loss",
+                                "train.mode=min"])
+    cfg = load("brain", None, ["grid=[{data.refit: [false, true]}]", "train.monitor=train_loss", "train.mode=min"])
+    assert cfg.grid == ({"data.refit": [False, True]},)

@@ -190,6 +190,11 @@ def test_seglib_run_prints_the_predict_line_of_a_small_grid(tmp_path):
     (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": both}}))
     (line,) = predict_hints("brain", p)
     assert "the 4 runs (2 folds x 2 seeds) of loss=dice averaged" in line
+    refit = [*runs, {"run": "r0", "label": "loss=dice_bce (seed 0)", "refit": True}]
+    (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": refit}}))
+    (line,) = predict_hints("brain", p)  # the run trained on every patient (data.refit) is the one to apply
+    assert line == (f"brain: to predict another folder with loss=dice_bce trained on every patient (data.refit): "
+                    f"seglib predict --run {p.runs / 'brain' / 'r0'} --data-dir DIR")
     many = [{"run": f"k{i}", "label": f"loss=l{i} (seed 0)"} for i in range(3)]
     (p.executed / "brain" / "results.json").write_text(json.dumps({"provenance": {"runs": many}}))
     assert predict_hints("brain", p) == [] and predict_hints("stroke", p) == []

@@ -390,6 +390,19 @@ def test_adc_units_real_isles22_comparable_after_zscore_nonzero():
     assert (q.max(axis=0) - q.min(axis=0) < 0.5).all(), quart
 
 
+def test_refit_trains_on_every_patient_and_keeps_the_validation_patients():
+    import dataclasses
+
+    from seglib.config import DataConfig
+    from seglib.studies.pipeline import split_ids
+
+    ids = [f"P{i:02d}" for i in range(39)][::-1]
+    for d in (DataConfig(folds=5, fold=3), DataConfig(n_val=8), DataConfig()):
+        train, val = split_ids(ids, d)
+        all_train, same_val = split_ids(ids, dataclasses.replace(d, refit=True))
+        assert same_val == val and all_train == sorted(ids) and set(val) <= set(all_train) and len(train) < 39
+
+
 def test_k_fold_validates_every_patient_once():
     ids = [f"P{i:02d}" for i in range(39)] * 3  # slices of each patient: ids repeat
     vals = [split_k_fold(ids, 5, k)[1] for k in range(5)]

@@ -98,6 +98,13 @@ def _check_cell(study: str, cell: RunConfig) -> None:
         raise ConfigError(f"train.tta = {t.tta!r}, train.postprocess = {t.postprocess!r}: study 'stroke' evaluates "
                           f"with its sliding window as published; test-time flips and post-processing are options "
                           f"of the 2D studies (prostate, brain); allowed here: 'none'.")
+    if d.refit and d.split != "patient":
+        raise ConfigError(f"data.refit = true: it trains on every patient, with data.split = 'patient' only (got "
+                          f"{d.split!r}).")
+    if d.refit and t.monitor != "train_loss":
+        raise ConfigError(f"data.refit = true: the run trains on its validation patients, so train.monitor = "
+                          f"{t.monitor!r} would choose its epoch on patients it has seen; use train.monitor: "
+                          f"train_loss (train.mode: min).")
     if d.augment_intensity and not d.augment:
         raise ConfigError("data.augment_intensity = true: it adds to the study's augmentation; set data.augment: true "
                           "too.")

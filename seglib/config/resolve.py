@@ -187,6 +187,9 @@ def _resolve(study: str, params: dict, source: str = "parameters") -> StudyConfi
             _check_cell(cfg.study, cell)
         except ConfigError as e:  # name the grid cell only when the grid's values make the error
             raise ConfigError(str(e) if str(e) == base_error else f"{where}{e}") from None
+    if all(cell.data.refit for _, cell in _grid_cells(cfg)):
+        raise ConfigError("data.refit = true in every run: no run validates on patients it did not train on, so the "
+                          "tables would have nothing to show; sweep it instead (grid: [{data.refit: [false, true]}]).")
     return cfg
 
 

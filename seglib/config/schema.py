@@ -72,6 +72,10 @@ class DataConfig:
     # patient-level k-fold cross-validation: validate on fold `fold` of `folds` (None: `n_val` / `val_fraction`)
     folds: Optional[int] = field(default=None, metadata=_rng(2))
     fold: int = field(default=0, metadata=_rng(0))
+    # train on every labelled patient, the validation patients too: the model for `seglib predict` made from all
+    # the data. Its validation numbers are on patients it trained on, so tables and figures leave such runs out
+    # (a grid sweeps data.refit: [false, true]: the first validates, the second is the one to apply)
+    refit: bool = False
 
 
 @dataclass(frozen=True)

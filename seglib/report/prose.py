@@ -87,7 +87,20 @@ def describe_runs(grid) -> str:
     runs = grid.runs
     text = (f"{s['runs']} runs: {s['hits']} read from the cache, {s['trained']} trained now "
             f"({s['seconds']:.0f} s).")
-    return text + " " + describe_devices(runs) + describe_folds(grid)
+    return text + " " + describe_devices(runs) + describe_folds(grid) + describe_refit(grid)
+
+
+def describe_refit(grid) -> str:
+    """For a grid with runs trained on every patient (``data.refit``): that they are left out of the tables and
+    figures (they trained on the validation patients) and that ``seglib predict`` applies them; else ""."""
+    refit = getattr(grid, "refit", None)
+    if refit is None or not len(refit):
+        return ""
+    n = len(refit)
+    return (f" {'One run was' if n == 1 else f'{n} runs were'} also trained on every patient, the validation "
+            f"patients too (`data.refit`), to be the model `seglib predict` applies to new patients; "
+            f"{'it is' if n == 1 else 'they are'} left out of every table and figure here, which show the runs "
+            f"validated on patients they did not train on (the runs' wall time above counts {'it' if n == 1 else 'them'}).")
 
 
 def describe_folds(grid) -> str:

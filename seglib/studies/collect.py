@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -31,10 +31,15 @@ class GridResults:
     predictions: dict[str, dict[str, np.ndarray]]
     axes: list[str]
     summary: dict
+    #: the runs trained on every patient (``data.refit``), one row each (key, config, seed, ...): not in the
+    #: frames above, which hold the runs that validate on patients they did not train on
+    refit: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def provenance(self) -> list[dict]:
         cols = ["key", "config", "seed", "wall_s", "device", "precision"]
-        return self.runs[[c for c in cols if c in self.runs]].to_dict("records")
+        rows = self.runs[[c for c in cols if c in self.runs]].to_dict("records")
+        refit = self.refit[[c for c in cols if c in self.refit]].to_dict("records") if len(self.refit) else []
+        return rows + [{**r, "refit": True} for r in refit]
 
 
 def grid_specs(cfg: StudyConfig, prepared: Prepared):
@@ -74,9 +79,10 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     with open_executor(ex, data_dir=prepared.root, project=paths.root, build=paths.build, runs=paths.runs,
                        study=cfg.study) as remote:
         results = execute(specs, fn, RunCache(paths.runs), force=force, progress=progress, executor=remote)
-    run_rows, case_frames, hist_frames, preds = [], [], [], {}
+    run_rows, case_frames, hist_frames, preds, refit_rows = [], [], [], {}, []
+    label_axes = [a for a in axes if a != "data.refit"]  # a refit run is labelled as the configuration it refits
     for spec, res in zip(specs, results):
-        label = cell_label(spec.config, axes) if axes else "baseline"
+        label = cell_label(spec.config, label_axes) if label_axes else "baseline"
         # every run carries the descriptors that tables and figures group by, swept or not, so a grid of
         # any shape (one configuration, one axis) has the columns they read
         axis_values = {axis_name(k): get_dotted(spec.config, k) for k in dict.fromkeys([*DESCRIPTORS, *axes])}
@@ -93,6 +99,9 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
                "lr": spec.config["optim"]["lr"], "batch_size": spec.config["train"]["batch_size"],
                "final_train_loss": float(hist["train_loss"].iloc[-1]),
                "final_val_loss": float(hist["val_loss"].iloc[-1]) if "val_loss" in hist else np.nan}
+        if spec.config["data"].get("refit"):  # validated on patients it trained on: kept out of the results
+            refit_rows.append(row)
+            continue
         run_rows.append(row)
         m = res.metrics.copy()
         m.insert(0, "config", label)
@@ -112,7 +121,7 @@ def run_grid(cfg: StudyConfig, prepared: Prepared, paths: Paths, *, force: bool 
     summary = {"runs": s.runs, "hits": s.hits, "trained": s.trained, "seconds": s.seconds}
     log.info("%s: %d runs, %d cached, %d trained in %.0f s", cfg.study, s.runs, s.hits, s.trained, s.seconds)
     return GridResults(pd.DataFrame(run_rows), pd.concat(case_frames, ignore_index=True),
-                       pd.concat(hist_frames, ignore_index=True), preds, axes, summary)
+                       pd.concat(hist_frames, ignore_index=True), preds, label_axes, summary, pd.DataFrame(refit_rows))
 
 
 #: configuration keys every run row, case row and epoch row carries (as columns named by ``axis_name``)
@@ -155,7 +164,8 @@ def write_outputs(out_dir: Path, cfg: StudyConfig, prepared: Prepared, grid: Gri
                        "device": runs[0]["device"] if runs else None,
                        "precision": runs[0].get("precision") if runs else None, "runs": [
                            {"run": r["key"], "label": f'{r["config"]} (seed {r["seed"]})', "wall_s": r.get("wall_s"),
-                            "device": r.get("device"), "precision": r.get("precision")}
+                            "device": r.get("device"), "precision": r.get("precision"),
+                            **({"refit": True} if r.get("refit") else {})}
                            for r in runs],
                        "cache": grid.summary if grid is not None else None},
         **(extra or {}),

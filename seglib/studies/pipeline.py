@@ -86,12 +86,15 @@ def data_root(data: DataConfig, paths: Paths) -> tuple[Path, bool]:
 
 def split_ids(ids, d: DataConfig) -> tuple[list[str], list[str]]:
     """(train, validation) patients of a data section: fold ``d.fold`` of a ``d.folds``-fold patient-level
-    cross-validation when ``d.folds`` is set, else ``d.n_val`` patients (or ``d.val_fraction`` of them)."""
+    cross-validation when ``d.folds`` is set, else ``d.n_val`` patients (or ``d.val_fraction`` of them). With
+    ``d.refit`` every patient trains, the validation ones too (they stay the validation patients)."""
     from seglib.data.splits import split_by_patient, split_k_fold
 
     if d.folds:
-        return split_k_fold(ids, d.folds, d.fold, seed=0)
-    return split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
+        train, val = split_k_fold(ids, d.folds, d.fold, seed=0)
+    else:
+        train, val = split_by_patient(ids, d.val_fraction, seed=0, n_val=d.n_val)
+    return (sorted(set(ids)) if d.refit else train), val
 
 
 def for_cell(prepared: Prepared, d: DataConfig) -> Prepared:
