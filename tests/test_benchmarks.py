@@ -6,6 +6,7 @@ nothing below times anything or asserts on a timing.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -303,3 +304,25 @@ def test_lgg_cv_refuses_folds_the_split_does_not_have(only, tmp_path, capsys):
 
     assert lgg_cv.main(["--data-dir", str(tmp_path), "--only", only]) == 2
     assert f"--only {only}: expected folds among 0-4" in capsys.readouterr().out
+
+
+def test_lgg_cv_cross_validates_the_validated_cells_of_a_refit_profile(tmp_path, monkeypatch, capsys):
+    """The CPU recipe's grid sweeps data.refit; the cross-validation trains each fold's validated run alone (a
+    refit run has no held-out patients) and scores every patient once."""
+    import lgg_cv
+
+    from seglib.data.phantoms import write_dataset
+
+    monkeypatch.setenv("SEGLIB_BUILD", str(tmp_path / "build"))
+    root = write_dataset("lgg", tmp_path / "kaggle_3m", 6, shape=(32, 32, 8), seed=0)
+    small = ["data.size=32", "data.samples_per_epoch=16", "train.epochs=2", "optim.warmup_epochs=1", "train.batch_size=8",
+             "model.features=[4, 8, 16, 32, 64]"]
+    assert lgg_cv.main(["--data-dir", str(root), "--folds", "2", *[a for p in small for a in ("-p", p)]]) == 0
+    out = capsys.readouterr().out
+    assert "6 patients, 2 folds" in out
+    runs = [d for d in (tmp_path / "build" / "runs" / "brain").iterdir() if d.is_dir()]
+    configs = [json.loads((d / "config.json").read_text())["config"]["data"] for d in runs]
+    assert sorted(c["fold"] for c in configs) == [0, 1] and not any(c["refit"] for c in configs)
+    result = json.loads((tmp_path / "build" / "benchmarks" / "lgg_cv.json").read_text())
+    cases = {r["case_id"] for r in result["per_case"]}
+    assert len(cases) == 6
