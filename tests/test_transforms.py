@@ -206,7 +206,7 @@ def test_a_transform_without_a_batched_form_augments_item_by_item():
 def test_intensity_augmentation_changes_the_image_alone_as_drawn():
     """``RandIntensityd``: each part applied at its probability, the mask untouched, contrast kept within the
     channel's range, gamma keeping the channel's mean and standard deviation, the noise a function of the draws."""
-    from seglib.data.transforms import RandIntensityd
+    from seglib.data.intensity import RandIntensityd
 
     t = RandIntensityd(("image",))
     t.set_random_state(0)
